@@ -1,0 +1,416 @@
+//! The `Tenant` custom resource: the public contract of bulkhead.
+//!
+//! Validation lives in the schema (patterns, bounds, enums) and in CEL rules
+//! so the apiserver rejects a bad Tenant with a message before the operator
+//! ever sees it; the plan still returns typed errors for anything it cannot
+//! express, because `bulkhead plan` reads files that never met an apiserver.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A DNS-1123 label: what Kubernetes accepts as a namespace name.
+pub const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// Desired state of one customer's compartment.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "bulkhead.dev",
+    version = "v1alpha1",
+    kind = "Tenant",
+    plural = "tenants",
+    shortname = "tnt",
+    category = "bulkhead",
+    status = "TenantStatus",
+    derive = "PartialEq",
+    doc = "A Tenant is one customer's sealed compartment of the cluster: its namespaces, network isolation, access profiles, quotas and Pod Security level.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Namespaces", type_ = "integer", json_path = ".status.namespaceCount"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 30").message("the Tenant name must be a DNS label (lower-case letters, digits, '-') of at most 30 characters, so that '<tenant>-<namespace>' fits in 63"),
+    validation = Rule::new("self.spec.namespaces.all(n, self.metadata.name.size() + 1 + n.name.size() <= 63)").message("'<tenant>-<namespace>' must be at most 63 characters: shorten the namespace name"),
+    validation = Rule::new("!has(self.spec.access) || self.spec.access.all(a, a.kind != 'ServiceAccount' || self.spec.namespaces.exists(n, self.metadata.name + '-' + n.name == a.namespace))").message("a ServiceAccount subject must live in one of this tenant's own namespaces ('<tenant>-<name>')"),
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS' || c == 'GDPR') || self.network.isolation == 'Strict'").message("compliance profiles PCI-DSS and GDPR require network.isolation: Strict"),
+    validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS') || self.podSecurity == 'restricted'").message("compliance profile PCI-DSS requires podSecurity: restricted")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// Human-readable customer name, shown in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub display_name: Option<String>,
+
+    /// The tenant's namespaces; each is created as `<tenant>-<name>`.
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub namespaces: Vec<TenantNamespace>,
+
+    /// Network isolation; strict by default.
+    #[serde(default)]
+    pub network: NetworkSpec,
+
+    /// Pod Security Admission level enforced in every tenant namespace.
+    #[serde(default)]
+    pub pod_security: PodSecurityLevel,
+
+    /// ResourceQuota per namespace and, optionally, summed over the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaSpec>,
+
+    /// LimitRange container defaults per namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+
+    /// Individual access profiles: who may do what inside the tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub access: Vec<AccessEntry>,
+
+    /// Compliance profiles that tighten the defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub compliance: Vec<ComplianceProfile>,
+
+    /// What happens to the tenant's namespaces when they leave the spec or the Tenant is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// One tenant namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantNamespace {
+    /// Short name; the namespace is `<tenant>-<name>`.
+    #[schemars(length(min = 1, max = 62), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+
+    /// Extra labels for the namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('bulkhead.dev/') && !k.startsWith('pod-security.kubernetes.io/') && k != 'kubernetes.io/metadata.name' && k != 'app.kubernetes.io/managed-by')").message("labels under bulkhead.dev/, pod-security.kubernetes.io/, kubernetes.io/metadata.name and app.kubernetes.io/managed-by are set by bulkhead and cannot be overridden"))]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra annotations for the namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('bulkhead.dev/'))").message("annotations under bulkhead.dev/ are set by bulkhead and cannot be overridden"))]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Schema of a map from resource name to quantity, without repeating
+/// k8s-openapi's long Quantity description at every use.
+fn quantity_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": {
+            "x-kubernetes-int-or-string": true,
+            "pattern": "^(\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))))?$"
+        }
+    })
+}
+
+/// Network isolation settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// `Strict` denies all traffic but the tenant's own, DNS and the listed exceptions.
+    #[serde(default)]
+    pub isolation: Isolation,
+
+    /// Allow egress to kube-dns in kube-system on UDP and TCP 53.
+    #[serde(default = "default_true")]
+    pub allow_dns: bool,
+
+    /// Extra sources allowed into every tenant namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub ingress_from: Vec<NetworkPeer>,
+
+    /// Extra destinations every tenant namespace may reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub egress_to: Vec<NetworkPeer>,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        Self {
+            isolation: Isolation::Strict,
+            allow_dns: true,
+            ingress_from: Vec::new(),
+            egress_to: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Network isolation mode.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Deny all, then allow the tenant's own traffic, DNS and the listed exceptions.
+    #[default]
+    Strict,
+    /// No NetworkPolicies are written.
+    #[serde(rename = "None")]
+    Disabled,
+}
+
+/// A traffic source or destination outside the tenant: whole namespaces or one CIDR.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.namespaces) != has(self.cidr)").message("a peer names either namespaces or one cidr, not both and not neither"))]
+pub struct NetworkPeer {
+    /// Namespaces by name (matched on the apiserver-set `kubernetes.io/metadata.name` label, which cannot be spoofed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && n.size() <= 63)").message("namespaces must be DNS labels"))]
+    pub namespaces: Option<Vec<String>>,
+
+    /// An IPv4 or IPv6 CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isCIDR(self)").message("cidr must be a valid CIDR such as 203.0.113.0/24"))]
+    pub cidr: Option<String>,
+
+    /// Limit the exception to these ports; empty means all ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub ports: Vec<PortSpec>,
+}
+
+/// A port and protocol.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortSpec {
+    /// Port number, 1–65535.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// TCP (default), UDP or SCTP.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// A transport protocol.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// UDP.
+    #[serde(rename = "UDP")]
+    Udp,
+    /// SCTP.
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+impl Protocol {
+    /// The spelling Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
+/// Pod Security Admission level.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    /// The hardened profile (default).
+    #[default]
+    Restricted,
+    /// Prevents known privilege escalations.
+    Baseline,
+    /// Unrestricted.
+    Privileged,
+}
+
+impl PodSecurityLevel {
+    /// The label value Pod Security Admission reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodSecurityLevel::Restricted => "restricted",
+            PodSecurityLevel::Baseline => "baseline",
+            PodSecurityLevel::Privileged => "privileged",
+        }
+    }
+}
+
+/// Resource quotas.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaSpec {
+    /// ResourceQuota `hard` for every tenant namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map")]
+    pub hard: BTreeMap<String, Quantity>,
+    /// Limits summed over all tenant namespaces; bulkhead splits the headroom between them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map")]
+    pub tenant_hard: BTreeMap<String, Quantity>,
+}
+
+/// LimitRange container defaults.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Default limits for containers that set none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map")]
+    pub default: BTreeMap<String, Quantity>,
+    /// Default requests for containers that set none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map")]
+    pub default_request: BTreeMap<String, Quantity>,
+    /// Largest limits a container may set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map")]
+    pub max: BTreeMap<String, Quantity>,
+}
+
+/// One subject bound to one profile.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.kind == 'ServiceAccount') == has(self.namespace)").message("namespace is required for ServiceAccount subjects and not allowed for User and Group"))]
+pub struct AccessEntry {
+    /// User, Group or ServiceAccount.
+    pub kind: SubjectKind,
+    /// The user, group or service account name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The service account's namespace (one of this tenant's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub namespace: Option<String>,
+    /// The access profile.
+    pub profile: Profile,
+}
+
+/// RBAC subject kind.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SubjectKind {
+    /// A user.
+    User,
+    /// A group.
+    Group,
+    /// A service account.
+    ServiceAccount,
+}
+
+impl SubjectKind {
+    /// The RBAC spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectKind::User => "User",
+            SubjectKind::Group => "Group",
+            SubjectKind::ServiceAccount => "ServiceAccount",
+        }
+    }
+}
+
+/// A fixed, documented access profile.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Workloads, services, config, secrets, and the tenant's own Roles, RoleBindings and NetworkPolicies.
+    Admin,
+    /// Workloads, services, config and secrets; no RBAC, no NetworkPolicies.
+    Developer,
+    /// Read everything, including events; never secret values.
+    Auditor,
+    /// Read workloads, services and config; no secrets.
+    Viewer,
+}
+
+impl Profile {
+    /// Every profile, in documentation order.
+    pub const ALL: [Profile; 4] = [Profile::Admin, Profile::Developer, Profile::Auditor, Profile::Viewer];
+
+    /// Lower-case name as written in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Admin => "admin",
+            Profile::Developer => "developer",
+            Profile::Auditor => "auditor",
+            Profile::Viewer => "viewer",
+        }
+    }
+}
+
+/// A compliance profile that tightens defaults in one word.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ComplianceProfile {
+    /// Payment Card Industry Data Security Standard.
+    #[serde(rename = "PCI-DSS")]
+    PciDss,
+    /// EU General Data Protection Regulation.
+    #[serde(rename = "GDPR")]
+    Gdpr,
+}
+
+/// What happens to a tenant's namespaces when they are no longer wanted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Keep the namespaces and their data; release them from management.
+    #[default]
+    Retain,
+    /// Delete the namespaces and everything in them (GDPR erasure).
+    Delete,
+}
+
+/// Observed state of a Tenant.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` and one condition per concern.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The tenant's namespaces and their state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespaceStatus>,
+    /// Number of namespaces the tenant holds.
+    #[serde(default)]
+    pub namespace_count: i32,
+    /// Tenant-wide quota: limit and usage summed over all namespaces.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quota: BTreeMap<String, QuotaUsage>,
+}
+
+/// One namespace in the status.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceStatus {
+    /// The namespace name.
+    pub name: String,
+    /// `Ready`, `Conflict` (held by someone else) or `Terminating`.
+    pub phase: String,
+}
+
+/// Tenant-wide use of one quota resource.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaUsage {
+    /// The tenant-wide limit.
+    pub hard: Quantity,
+    /// Summed usage reported by the namespaces' ResourceQuotas.
+    pub used: Quantity,
+}

@@ -1,0 +1,91 @@
+//! Server-side apply of planned objects, deletion and release, each only
+//! when the cache shows it is needed, so a converged tenant costs no writes.
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::{Context, Error, diff};
+use crate::plan::{FIELD_MANAGER, LABEL_MANAGED_BY, ManagedObject, ObjectKey};
+
+/// What applying one object did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Already as planned; nothing written.
+    Unchanged,
+    /// Did not exist; created.
+    Created,
+    /// Existed but differed; updated.
+    Updated,
+}
+
+fn api(ctx: &Context, key: &ObjectKey) -> Api<DynamicObject> {
+    let ar = key.kind.api_resource();
+    match &key.namespace {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
+        None => Api::all_with(ctx.client.clone(), &ar),
+    }
+}
+
+/// The planned object as it is sent: JSON with the applied-hash annotation.
+pub fn desired_json(object: &ManagedObject) -> Value {
+    let mut value = object.to_json();
+    diff::stamp(&mut value);
+    value
+}
+
+/// Whether the cluster already holds `desired` (as stamped by [`desired_json`]).
+pub fn is_current(ctx: &Context, key: &ObjectKey, desired: &Value) -> Option<bool> {
+    let observed = ctx.caches.observed(key)?;
+    let mut wanted = desired.clone();
+    if let Some(map) = wanted.as_object_mut() {
+        // The namespace cache holds metadata only; apiVersion and kind never drift.
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    let wanted = match key.kind {
+        crate::plan::object::Kind::Namespace => wanted.get("metadata").cloned().unwrap_or(Value::Null),
+        _ => wanted,
+    };
+    Some(diff::contains(&observed, &wanted))
+}
+
+/// Applies one object with server-side apply, forcing ownership of the
+/// fields bulkhead manages, unless the cache shows it is already as planned.
+pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Error> {
+    let key = object.key();
+    let desired = desired_json(object);
+    let outcome = match is_current(ctx, &key, &desired) {
+        Some(true) => return Ok(Applied::Unchanged),
+        Some(false) => Applied::Updated,
+        None => Applied::Created,
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let written = api(ctx, &key)
+        .patch(&key.name, &params, &Patch::Apply(&desired))
+        .await
+        .map_err(|e| Error::api("apply", &key, e))?;
+    ctx.own_writes.record(key, written.metadata.resource_version);
+    Ok(outcome)
+}
+
+/// Deletes one object; an object already gone is not an error.
+pub async fn delete(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
+    match api(ctx, key).delete(&key.name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(Error::api("delete", key, e)),
+    }
+}
+
+/// Ends bulkhead's management of an object but keeps it, with its tenant
+/// label, for the record: the managed-by label goes, so pruning and drift
+/// repair never touch it again.
+pub async fn release(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
+    let patch = json!({"metadata": {"labels": {LABEL_MANAGED_BY: null}}});
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match api(ctx, key).patch(&key.name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(Error::api("release", key, e)),
+    }
+}

@@ -1,0 +1,124 @@
+//! Tenant deletion: release (`Retain`) or erase (`Delete`), then let the
+//! Tenant go. A Tenant deleted because its CRD is being deleted is always
+//! released, never erased: erasure needs the Tenant itself to be deleted.
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch};
+use kube::runtime::controller::Action;
+use kube::{CustomResourceExt, ResourceExt};
+use serde_json::json;
+
+use crate::api::{DeletionPolicy, Tenant};
+use crate::plan::object::Kind;
+use crate::plan::{FINALIZER, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::telemetry::security::Action as SecurityAction;
+
+use super::notify::security;
+use super::reconcile::field_manager;
+use super::status::{self, Report};
+use super::{Context, Error, apply, prune};
+
+async fn crd_is_being_deleted(ctx: &Context) -> Result<bool, Error> {
+    let name = Tenant::crd_name();
+    match Api::<CustomResourceDefinition>::all(ctx.client.clone()).get_opt(name).await {
+        Ok(Some(crd)) => Ok(crd.metadata.deletion_timestamp.is_some()),
+        // No CRD at all: the Tenant is on its way out with it.
+        Ok(None) => Ok(true),
+        Err(e) => Err(Error::api_named("read", format!("CustomResourceDefinition {name}"), e)),
+    }
+}
+
+async fn remove_finalizer(tenant: &Tenant, ctx: &Context) -> Result<(), Error> {
+    let finalizers: Vec<&String> = tenant.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version()}});
+    match Api::<Tenant>::all(ctx.client.clone())
+        .patch(&tenant.name_any(), &field_manager(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::api_named("remove finalizer from", format!("Tenant {}", tenant.name_any()), e)),
+    }
+}
+
+/// Handles a Tenant that is being deleted.
+pub async fn finalize(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
+    if !tenant.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let name = tenant.name_any();
+    let crd_going = crd_is_being_deleted(ctx).await?;
+    let policy = if crd_going { DeletionPolicy::Retain } else { tenant.spec.deletion_policy };
+    let owned = ctx.caches.owned(&name);
+    // The per-tenant read of its own Tenant goes in both cases.
+    for key in owned.iter().filter(|k| matches!(k.kind, Kind::ClusterRole | Kind::ClusterRoleBinding)) {
+        apply::delete(ctx, key).await?;
+    }
+    let namespaces: Vec<String> = owned.iter().filter(|k| k.kind == Kind::Namespace).map(|k| k.name.clone()).collect();
+    match policy {
+        DeletionPolicy::Retain => {
+            for ns in &namespaces {
+                prune::release_namespace(ctx, &name, ns).await?;
+            }
+            let why = if crd_going && tenant.spec.deletion_policy == DeletionPolicy::Delete {
+                "the Tenant CRD is being deleted, so the tenant was released instead of erased"
+            } else {
+                "deletionPolicy Retain"
+            };
+            security(
+                ctx,
+                tenant,
+                SecurityAction::TenantReleased,
+                None,
+                if crd_going { "CrdDeleted" } else { "Retain" },
+                format!("tenant {name} deleted: {} namespace(s) kept with their data, access bindings removed ({why})", namespaces.len()),
+            )
+            .await;
+            remove_finalizer(tenant, ctx).await?;
+            Ok(Action::await_change())
+        }
+        DeletionPolicy::Delete => {
+            let remaining: Vec<String> = ctx
+                .caches
+                .namespaces
+                .of_tenant(&name)
+                .iter()
+                .filter(|m| m.labels().get(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGED_BY))
+                .map(|m| m.name_any())
+                .collect();
+            for ns in &remaining {
+                let key = crate::plan::ObjectKey { kind: Kind::Namespace, namespace: None, name: ns.clone() };
+                let terminating = ctx.caches.namespaces.get(None, ns).is_some_and(|m| m.metadata.deletion_timestamp.is_some());
+                if !terminating {
+                    apply::delete(ctx, &key).await?;
+                }
+            }
+            if !remaining.is_empty() {
+                let report = Report { erasing: Some(remaining.len()), ..Default::default() };
+                let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+                let status = status::build(tenant.metadata.generation, tenant.status.as_ref(), &report, &now);
+                if tenant.status.as_ref() != Some(&status) {
+                    let patch = json!({"status": status});
+                    // The status is informative here; erasure goes on even if it cannot be written.
+                    let _ = Api::<Tenant>::all(ctx.client.clone())
+                        .patch_status(&name, &field_manager(), &Patch::Merge(&patch))
+                        .await;
+                }
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            security(
+                ctx,
+                tenant,
+                SecurityAction::TenantErased,
+                None,
+                "Delete",
+                format!("tenant {name} erased: all of its namespaces and the data in them were deleted (deletionPolicy Delete)"),
+            )
+            .await;
+            remove_finalizer(tenant, ctx).await?;
+            Ok(Action::await_change())
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The Tenant controller: watch, plan, apply, prune, report.
+
+pub mod apply;
+pub mod cache;
+pub mod diff;
+pub mod error;
+pub mod finalize;
+pub mod notify;
+pub mod prune;
+pub mod reconcile;
+pub mod shared;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use serde::de::DeserializeOwned;
+
+use crate::api::Tenant;
+use crate::plan::{self, LABEL_MANAGED_BY, MANAGED_BY, ObjectKey, object::Kind};
+pub use cache::{Cache, OwnWrites, Triggers};
+pub use error::Error;
+
+/// Options of the controller manager.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Tenants reconciled at once.
+    pub concurrency: u16,
+    /// Objects of one tenant applied at once.
+    pub apply_concurrency: usize,
+    /// Page size for the initial lists of the watches.
+    pub page_size: u32,
+    /// The plan configuration.
+    pub plan: plan::Config,
+    /// Name reported on Events.
+    pub instance: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            apply_concurrency: 8,
+            page_size: 500,
+            plan: plan::Config::default(),
+            instance: "bulkhead".into(),
+        }
+    }
+}
+
+/// Watch caches of every managed kind.
+pub struct Caches {
+    /// Every namespace in the cluster (metadata only): bulkhead must see namespaces it does not own to refuse them.
+    pub namespaces: Arc<Cache<PartialObjectMeta<Namespace>>>,
+    /// Default ServiceAccounts of tenant namespaces.
+    pub service_accounts: Arc<Cache<ServiceAccount>>,
+    /// Managed NetworkPolicies.
+    pub network_policies: Arc<Cache<NetworkPolicy>>,
+    /// Managed ResourceQuotas (with status, for tenant-wide quotas).
+    pub resource_quotas: Arc<Cache<ResourceQuota>>,
+    /// Managed LimitRanges.
+    pub limit_ranges: Arc<Cache<LimitRange>>,
+    /// Managed RoleBindings.
+    pub role_bindings: Arc<Cache<RoleBinding>>,
+    /// Managed ClusterRoles (profiles and per-tenant).
+    pub cluster_roles: Arc<Cache<ClusterRole>>,
+    /// Managed ClusterRoleBindings.
+    pub cluster_role_bindings: Arc<Cache<ClusterRoleBinding>>,
+}
+
+fn json<K: serde::Serialize>(obj: &K) -> Option<serde_json::Value> {
+    serde_json::to_value(obj).ok()
+}
+
+impl Caches {
+    fn new() -> Self {
+        Self {
+            namespaces: Cache::new(Kind::Namespace),
+            service_accounts: Cache::new(Kind::ServiceAccount),
+            network_policies: Cache::new(Kind::NetworkPolicy),
+            resource_quotas: Cache::new(Kind::ResourceQuota),
+            limit_ranges: Cache::new(Kind::LimitRange),
+            role_bindings: Cache::new(Kind::RoleBinding),
+            cluster_roles: Cache::new(Kind::ClusterRole),
+            cluster_role_bindings: Cache::new(Kind::ClusterRoleBinding),
+        }
+    }
+
+    /// The cached object for `key`, as JSON.
+    pub fn observed(&self, key: &ObjectKey) -> Option<serde_json::Value> {
+        let ns = key.namespace.as_deref();
+        let name = key.name.as_str();
+        match key.kind {
+            Kind::Namespace => self.namespaces.get(None, name).and_then(|o| json(&o.metadata)),
+            Kind::ServiceAccount => self.service_accounts.get(ns, name).and_then(|o| json(&*o)),
+            Kind::NetworkPolicy => self.network_policies.get(ns, name).and_then(|o| json(&*o)),
+            Kind::ResourceQuota => self.resource_quotas.get(ns, name).and_then(|o| json(&*o)),
+            Kind::LimitRange => self.limit_ranges.get(ns, name).and_then(|o| json(&*o)),
+            Kind::RoleBinding => self.role_bindings.get(ns, name).and_then(|o| json(&*o)),
+            Kind::ClusterRole => self.cluster_roles.get(None, name).and_then(|o| json(&*o)),
+            Kind::ClusterRoleBinding => self.cluster_role_bindings.get(None, name).and_then(|o| json(&*o)),
+        }
+    }
+
+    /// Every object bulkhead still manages for `tenant` (released objects excluded).
+    pub fn owned(&self, tenant: &str) -> Vec<ObjectKey> {
+        fn keys<K: kube::Resource>(kind: Kind, cache: &Cache<K>, tenant: &str, out: &mut Vec<ObjectKey>)
+        where
+            K: Clone + std::fmt::Debug + Send + Sync + 'static,
+        {
+            for obj in cache.of_tenant(tenant) {
+                let meta = obj.meta();
+                let managed = meta
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_MANAGED_BY))
+                    .is_some_and(|v| v == MANAGED_BY);
+                if managed {
+                    out.push(ObjectKey {
+                        kind,
+                        namespace: meta.namespace.clone(),
+                        name: meta.name.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        let mut out = Vec::new();
+        keys(Kind::Namespace, &self.namespaces, tenant, &mut out);
+        keys(Kind::ServiceAccount, &self.service_accounts, tenant, &mut out);
+        keys(Kind::NetworkPolicy, &self.network_policies, tenant, &mut out);
+        keys(Kind::ResourceQuota, &self.resource_quotas, tenant, &mut out);
+        keys(Kind::LimitRange, &self.limit_ranges, tenant, &mut out);
+        keys(Kind::RoleBinding, &self.role_bindings, tenant, &mut out);
+        keys(Kind::ClusterRole, &self.cluster_roles, tenant, &mut out);
+        keys(Kind::ClusterRoleBinding, &self.cluster_role_bindings, tenant, &mut out);
+        out
+    }
+
+    async fn wait_ready(&self) {
+        futures::join!(
+            self.namespaces.wait_ready(),
+            self.service_accounts.wait_ready(),
+            self.network_policies.wait_ready(),
+            self.resource_quotas.wait_ready(),
+            self.limit_ranges.wait_ready(),
+            self.role_bindings.wait_ready(),
+            self.cluster_roles.wait_ready(),
+            self.cluster_role_bindings.wait_ready(),
+        );
+    }
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Controller options.
+    pub options: Options,
+    /// Watch caches.
+    pub caches: Caches,
+    /// Echoes of our own writes.
+    pub own_writes: Arc<OwnWrites>,
+    /// Kubernetes Event recorder.
+    pub recorder: Recorder,
+}
+
+fn spawn_cache<K>(
+    client: &Client,
+    cache: &Arc<Cache<K>>,
+    selector: Option<&str>,
+    page_size: u32,
+    triggers: &Triggers,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let mut cfg = watcher::Config::default().page_size(page_size);
+    if let Some(s) = selector {
+        cfg = cfg.labels(s);
+    }
+    let stream = watcher(Api::<K>::all(client.clone()), cfg).default_backoff();
+    tokio::spawn(cache.clone().run(stream, triggers.clone()));
+}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(client: Client, options: Options) -> Result<(), Error> {
+    let (tenant_tx, tenant_rx) = futures::channel::mpsc::unbounded();
+    let (shared_tx, shared_rx) = futures::channel::mpsc::unbounded();
+    let own_writes = Arc::new(OwnWrites::default());
+    let triggers = Triggers { tenants: tenant_tx, shared: shared_tx, own_writes: own_writes.clone() };
+    let caches = Caches::new();
+    let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+    let page = options.page_size;
+
+    let ns_stream = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default().page_size(page),
+    )
+        .default_backoff();
+    tokio::spawn(caches.namespaces.clone().run(ns_stream, triggers.clone()));
+    spawn_cache(&client, &caches.service_accounts, Some(&managed), page, &triggers);
+    spawn_cache(&client, &caches.network_policies, Some(&managed), page, &triggers);
+    spawn_cache(&client, &caches.resource_quotas, Some(&managed), page, &triggers);
+    spawn_cache(&client, &caches.limit_ranges, Some(&managed), page, &triggers);
+    spawn_cache(&client, &caches.role_bindings, Some(&managed), page, &triggers);
+    spawn_cache(&client, &caches.cluster_roles, Some(&managed), page, &triggers);
+    spawn_cache(&client, &caches.cluster_role_bindings, Some(&managed), page, &triggers);
+
+    tracing::info!("waiting for the watch caches to fill");
+    caches.wait_ready().await;
+    tracing::info!("watch caches ready");
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: "bulkhead".into(), instance: Some(options.instance.clone()) },
+    );
+    let ctx = Arc::new(Context { client: client.clone(), options: options.clone(), caches, own_writes, recorder });
+
+    if let Err(e) = shared::ensure(&ctx).await {
+        tracing::error!(error = %e, "cannot apply the profile ClusterRoles; retrying on the next change");
+    }
+    tokio::spawn(shared::run(ctx.clone(), shared_rx));
+
+    let tenants = Api::<Tenant>::all(client);
+    Controller::new(tenants, watcher::Config::default().page_size(page))
+        .with_config(controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(50)))
+        .reconcile_on(tenant_rx)
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile round ended with an error");
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! Kubernetes Events on the Tenant and security event lines.
+
+use kube::Resource;
+use kube::runtime::events::{Event, EventType};
+
+use crate::api::Tenant;
+use crate::plan::ObjectKey;
+use crate::telemetry::security::{Action, ObjectRef, SecurityEvent};
+
+use super::Context;
+
+/// The security-stream form of an object key.
+pub fn object_ref(key: &ObjectKey) -> ObjectRef {
+    ObjectRef { kind: key.kind.as_str().to_string(), namespace: key.namespace.clone(), name: key.name.clone() }
+}
+
+/// Publishes a Kubernetes Event on the Tenant; failures are logged, never fatal.
+pub async fn event(ctx: &Context, tenant: &Tenant, warning: bool, reason: &str, action: &str, note: String) {
+    let ev = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &tenant.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "cannot publish event");
+    }
+}
+
+/// Emits a security event line and the matching Kubernetes Event.
+pub async fn security(
+    ctx: &Context,
+    tenant: &Tenant,
+    action: Action,
+    object: Option<&ObjectKey>,
+    reason: &str,
+    message: String,
+) {
+    let name = tenant.meta().name.clone().unwrap_or_default();
+    SecurityEvent { action, tenant: name, object: object.map(object_ref), reason: reason.into(), message: message.clone() }
+        .emit();
+    let warning = matches!(action, Action::DriftRepaired | Action::NamespaceConflict);
+    let event_reason = serde_json::to_value(action)
+        .ok()
+        .and_then(|v| v.as_str().map(pascal))
+        .unwrap_or_else(|| reason.to_string());
+    event(ctx, tenant, warning, &event_reason, reason, message).await;
+}
+
+/// "drift-repaired" → "DriftRepaired".
+fn pascal(kebab: &str) -> String {
+    kebab
+        .split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect()
+}

@@ -1,0 +1,9 @@
+//! bulkhead: one `Tenant` becomes a sealed, verifiable compartment of a Kubernetes cluster.
+//!
+//! Data flow: [`api`] types → [`plan`] (pure) → [`controller`] (apply, prune,
+//! status) with [`telemetry`] on the side.
+
+pub mod api;
+pub mod plan;
+pub mod controller;
+pub mod telemetry;
