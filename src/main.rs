@@ -56,6 +56,9 @@ struct RunArgs {
     /// Name of this replica on Events (defaults to the host name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Reconcile only Tenants matching this label selector (sharding, canaries).
+    #[arg(long, env = "BULKHEAD_TENANT_SELECTOR")]
+    tenant_selector: Option<String>,
 }
 
 fn read_tenant(path: &PathBuf) -> Result<Tenant, String> {
@@ -105,6 +108,7 @@ async fn run_command(args: RunArgs) -> Result<(), String> {
         apply_concurrency: args.apply_concurrency.max(1),
         plan: plan::Config { operator_namespace: args.operator_namespace, ..Default::default() },
         instance,
+        tenant_selector: args.tenant_selector,
         ..Default::default()
     };
     controller::run(client, options).await.map_err(|e| e.to_string())

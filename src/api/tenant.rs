@@ -34,7 +34,7 @@ pub const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 30").message("the Tenant name must be a DNS label (lower-case letters, digits, '-') of at most 30 characters, so that '<tenant>-<namespace>' fits in 63"),
     validation = Rule::new("self.spec.namespaces.all(n, self.metadata.name.size() + 1 + n.name.size() <= 63)").message("'<tenant>-<namespace>' must be at most 63 characters: shorten the namespace name"),
-    validation = Rule::new("!has(self.spec.access) || self.spec.access.all(a, a.kind != 'ServiceAccount' || self.spec.namespaces.exists(n, self.metadata.name + '-' + n.name == a.namespace))").message("a ServiceAccount subject must live in one of this tenant's own namespaces ('<tenant>-<name>')"),
+    validation = Rule::new("!has(self.spec.access) || self.spec.access.all(a, a.kind != 'ServiceAccount' || (has(a.namespace) && a.namespace.startsWith(self.metadata.name + '-')))").message("a ServiceAccount subject must live in one of this tenant's own namespaces ('<tenant>-<name>')"),
 )]
 #[x_kube(
     validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS' || c == 'GDPR') || self.network.isolation == 'Strict'").message("compliance profiles PCI-DSS and GDPR require network.isolation: Strict"),
@@ -70,7 +70,7 @@ pub struct TenantSpec {
 
     /// Individual access profiles: who may do what inside the tenant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 128))]
     pub access: Vec<AccessEntry>,
 
     /// Compliance profiles that tighten the defaults.
@@ -127,7 +127,7 @@ pub struct NetworkSpec {
     pub isolation: Isolation,
 
     /// Allow egress to kube-dns in kube-system on UDP and TCP 53.
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", rename = "allowDNS")]
     pub allow_dns: bool,
 
     /// Extra sources allowed into every tenant namespace.
@@ -174,8 +174,7 @@ pub enum Isolation {
 pub struct NetworkPeer {
     /// Namespaces by name (matched on the apiserver-set `kubernetes.io/metadata.name` label, which cannot be spoofed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32))]
-    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && n.size() <= 63)").message("namespaces must be DNS labels"))]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
     pub namespaces: Option<Vec<String>>,
 
     /// An IPv4 or IPv6 CIDR.

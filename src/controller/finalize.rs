@@ -10,9 +10,9 @@ use kube::runtime::controller::Action;
 use kube::{CustomResourceExt, ResourceExt};
 use serde_json::json;
 
-use crate::api::{DeletionPolicy, Tenant};
+use crate::api::{DeletionPolicy, NamespaceStatus, Tenant};
 use crate::plan::object::Kind;
-use crate::plan::{FINALIZER, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::plan::{FINALIZER, LABEL_MANAGED_BY, MANAGED_BY, is_planned_name};
 use crate::telemetry::security::Action as SecurityAction;
 
 use super::notify::security;
@@ -53,10 +53,20 @@ pub async fn finalize(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let policy = if crd_going { DeletionPolicy::Retain } else { tenant.spec.deletion_policy };
     let owned = ctx.caches.owned(&name);
     // The per-tenant read of its own Tenant goes in both cases.
-    for key in owned.iter().filter(|k| matches!(k.kind, Kind::ClusterRole | Kind::ClusterRoleBinding)) {
+    for key in owned
+        .iter()
+        .filter(|k| matches!(k.kind, Kind::ClusterRole | Kind::ClusterRoleBinding) && is_planned_name(k.kind, &name, &k.name))
+    {
         apply::delete(ctx, key).await?;
     }
-    let namespaces: Vec<String> = owned.iter().filter(|k| k.kind == Kind::Namespace).map(|k| k.name.clone()).collect();
+    // Only namespaces the Tenant's status records as held are released or
+    // erased: a label copied onto someone else's namespace proves nothing.
+    let held = status::held_namespaces(tenant.status.as_ref());
+    let namespaces: Vec<String> = owned
+        .iter()
+        .filter(|k| k.kind == Kind::Namespace && held.contains(&k.name))
+        .map(|k| k.name.clone())
+        .collect();
     match policy {
         DeletionPolicy::Retain => {
             for ns in &namespaces {
@@ -86,6 +96,7 @@ pub async fn finalize(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
                 .of_tenant(&name)
                 .iter()
                 .filter(|m| m.labels().get(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGED_BY))
+                .filter(|m| held.contains(&m.name_any()))
                 .map(|m| m.name_any())
                 .collect();
             for ns in &remaining {
@@ -96,7 +107,12 @@ pub async fn finalize(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
                 }
             }
             if !remaining.is_empty() {
-                let report = Report { erasing: Some(remaining.len()), ..Default::default() };
+                // Keep listing them: the status is what proves they are ours to erase.
+                let namespaces = remaining
+                    .iter()
+                    .map(|n| NamespaceStatus { name: n.clone(), phase: status::PHASE_TERMINATING.into() })
+                    .collect();
+                let report = Report { erasing: Some(remaining.len()), namespaces, ..Default::default() };
                 let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
                 let status = status::build(tenant.metadata.generation, tenant.status.as_ref(), &report, &now);
                 if tenant.status.as_ref() != Some(&status) {

@@ -43,6 +43,8 @@ pub struct Options {
     pub plan: plan::Config,
     /// Name reported on Events.
     pub instance: String,
+    /// Only Tenants matching this label selector are reconciled (sharding, canaries, tests).
+    pub tenant_selector: Option<String>,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             page_size: 500,
             plan: plan::Config::default(),
             instance: "bulkhead".into(),
+            tenant_selector: None,
         }
     }
 }
@@ -230,7 +233,11 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     tokio::spawn(shared::run(ctx.clone(), shared_rx));
 
     let tenants = Api::<Tenant>::all(client);
-    Controller::new(tenants, watcher::Config::default().page_size(page))
+    let mut tenant_watch = watcher::Config::default().page_size(page);
+    if let Some(selector) = &options.tenant_selector {
+        tenant_watch = tenant_watch.labels(selector);
+    }
+    Controller::new(tenants, tenant_watch)
         .with_config(controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(50)))
         .reconcile_on(tenant_rx)
         .shutdown_on_signal()

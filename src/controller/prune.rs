@@ -9,18 +9,21 @@ use std::collections::BTreeSet;
 
 use crate::api::{DeletionPolicy, Tenant};
 use crate::plan::object::Kind;
-use crate::plan::{DesiredState, ObjectKey};
+use crate::plan::{DesiredState, ObjectKey, is_planned_name};
 use crate::telemetry::security::Action;
 
 use super::notify::{object_ref, security};
-use super::{Context, Error, apply};
+use super::{Context, Error, apply, status};
 
 /// Releases one namespace: RoleBindings are deleted (the customer's access
 /// ends), everything else is kept and released, namespace last so an
 /// interrupted release is resumed.
 pub async fn release_namespace(ctx: &Context, tenant: &str, namespace: &str) -> Result<(), Error> {
     let owned = ctx.caches.owned(tenant);
-    for key in owned.iter().filter(|k| k.namespace.as_deref() == Some(namespace)) {
+    let in_namespace = owned
+        .iter()
+        .filter(|k| k.namespace.as_deref() == Some(namespace) && (k.kind == Kind::ServiceAccount || is_planned_name(k.kind, tenant, &k.name)));
+    for key in in_namespace {
         if key.kind == Kind::RoleBinding {
             apply::delete(ctx, key).await?;
         } else {
@@ -47,15 +50,17 @@ pub async fn prune(ctx: &Context, tenant: &Tenant, desired: &DesiredState, keep_
     let name = &desired.tenant;
     let wanted = desired.keys();
     let wanted_ns: BTreeSet<&str> = desired.namespaces.iter().map(String::as_str).collect();
+    let held = status::held_namespaces(tenant.status.as_ref());
     let mut pruned = Pruned::default();
     for key in ctx.caches.owned(name) {
-        if wanted.contains(&key) {
+        if wanted.contains(&key) || !is_planned_name(key.kind, name, &key.name) {
             continue;
         }
         match (&key.kind, &key.namespace) {
             (Kind::Namespace, _) => {
-                // Still in the spec but not planned right now (e.g. terminating): leave it.
-                if keep_namespaces.contains(&key.name) {
+                // Still in the spec but not planned right now (e.g. terminating),
+                // or never recorded as ours: leave it.
+                if keep_namespaces.contains(&key.name) || !held.contains(&key.name) {
                     continue;
                 }
                 match tenant.spec.deletion_policy {

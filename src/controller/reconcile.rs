@@ -68,6 +68,7 @@ fn claim_namespaces(tenant: &Tenant, ctx: &Context) -> (Tenant, Vec<NamespaceSta
     let mut statuses = Vec::new();
     let mut blocked = BTreeSet::new();
     let mut keep = BTreeSet::new();
+    let held = status::held_namespaces(tenant.status.as_ref());
     for ns in &tenant.spec.namespaces {
         let full = namespace_name(&name, &ns.name);
         let existing = ctx.caches.namespaces.get(None, &full);
@@ -75,6 +76,7 @@ fn claim_namespaces(tenant: &Tenant, ctx: &Context) -> (Tenant, Vec<NamespaceSta
             &name,
             existing.as_ref().map(|m| m.labels()),
             existing.as_ref().is_some_and(|m| m.metadata.deletion_timestamp.is_some()),
+            held.contains(&full),
         );
         let phase = match &claim {
             c if c.usable() => PHASE_READY,

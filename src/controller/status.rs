@@ -214,6 +214,21 @@ pub fn build(generation: Option<i64>, previous: Option<&TenantStatus>, report: &
     }
 }
 
+/// Namespaces the Tenant's status records as held. Only bulkhead writes the
+/// status, so this, not a namespace label anyone could copy, is the proof
+/// needed before a namespace is released or deleted.
+pub fn held_namespaces(status: Option<&TenantStatus>) -> std::collections::BTreeSet<String> {
+    status
+        .map(|s| {
+            s.namespaces
+                .iter()
+                .filter(|n| n.phase == PHASE_READY || n.phase == PHASE_TERMINATING)
+                .map(|n| n.name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether the tenant had converged at this generation: any change found now is drift.
 pub fn was_converged(generation: Option<i64>, status: Option<&TenantStatus>) -> bool {
     status.is_some_and(|s| {

@@ -161,6 +161,25 @@ pub fn plan(tenant: &Tenant, config: &Config) -> Result<DesiredState, PlanError>
     Ok(DesiredState { tenant: name, namespaces, objects })
 }
 
+/// Whether `name` is a name the plan gives objects of `kind` for `tenant`.
+///
+/// Pruning deletes only objects that pass this check as well as carrying the
+/// tenant's labels: labels can be copied onto anything, names bulkhead chose
+/// cannot be, so a relabelled `cluster-admin` or another tenant's namespace
+/// is never pruned.
+pub fn is_planned_name(kind: object::Kind, tenant: &str, name: &str) -> bool {
+    use object::Kind;
+    match kind {
+        Kind::Namespace => name.strip_prefix(tenant).is_some_and(|rest| rest.starts_with('-')),
+        Kind::ClusterRole | Kind::ClusterRoleBinding => name == access::tenant_role_name(tenant),
+        Kind::NetworkPolicy | Kind::RoleBinding => name.starts_with("bulkhead-"),
+        Kind::ResourceQuota => name == quota::QUOTA,
+        Kind::LimitRange => name == quota::LIMITS,
+        // The default ServiceAccount lives and dies with its namespace.
+        Kind::ServiceAccount => false,
+    }
+}
+
 /// Whether `s` is a DNS-1123 label (what Kubernetes accepts as a namespace name).
 pub fn is_dns_label(s: &str) -> bool {
     let bytes = s.as_bytes();

@@ -98,13 +98,18 @@ pub enum Claim {
 }
 
 impl Claim {
-    /// Decides from the existing namespace's labels (None when it does not exist).
-    pub fn of(tenant: &str, existing: Option<&BTreeMap<String, String>>, terminating: bool) -> Self {
+    /// Decides from the existing namespace's labels (None when it does not
+    /// exist) and whether the Tenant's own status records holding it. Labels
+    /// can be edited by anyone with namespace rights, the Tenant status only
+    /// by bulkhead, so a namespace the status records stays ours even if
+    /// someone relabels it, and a relabelled namespace never becomes ours.
+    pub fn of(tenant: &str, existing: Option<&BTreeMap<String, String>>, terminating: bool, held: bool) -> Self {
         let Some(labels) = existing else { return Claim::Free };
         let holder = labels.get(super::LABEL_TENANT);
         let managed = labels.get(super::LABEL_MANAGED_BY).is_some_and(|v| v == super::MANAGED_BY);
         match holder {
-            Some(t) if t == tenant && terminating => Claim::Terminating,
+            _ if terminating && (held || holder.is_some_and(|t| t == tenant)) => Claim::Terminating,
+            _ if held && !terminating => Claim::Ours,
             Some(t) if t == tenant && managed => Claim::Ours,
             Some(t) if t == tenant => Claim::Released,
             Some(t) => Claim::OtherTenant(t.clone()),

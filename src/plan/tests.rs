@@ -465,15 +465,18 @@ fn claims_never_take_foreign_or_other_tenants_namespaces() {
     let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     };
-    assert_eq!(Claim::of("acme", None, false), Claim::Free);
+    assert_eq!(Claim::of("acme", None, false, false), Claim::Free);
     let ours = labels(&[(LABEL_TENANT, "acme"), (LABEL_MANAGED_BY, MANAGED_BY)]);
-    assert_eq!(Claim::of("acme", Some(&ours), false), Claim::Ours);
-    assert_eq!(Claim::of("acme", Some(&ours), true), Claim::Terminating);
+    assert_eq!(Claim::of("acme", Some(&ours), false, true), Claim::Ours);
+    assert_eq!(Claim::of("acme", Some(&ours), false, false), Claim::Ours);
+    assert_eq!(Claim::of("acme", Some(&ours), true, true), Claim::Terminating);
     let released = labels(&[(LABEL_TENANT, "acme")]);
-    assert_eq!(Claim::of("acme", Some(&released), false), Claim::Released);
+    assert_eq!(Claim::of("acme", Some(&released), false, false), Claim::Released);
     let other = labels(&[(LABEL_TENANT, "globex"), (LABEL_MANAGED_BY, MANAGED_BY)]);
-    assert_eq!(Claim::of("acme", Some(&other), false), Claim::OtherTenant("globex".into()));
-    assert_eq!(Claim::of("acme", Some(&labels(&[("team", "x")])), false), Claim::Foreign);
+    assert_eq!(Claim::of("acme", Some(&other), false, false), Claim::OtherTenant("globex".into()));
+    // Relabelled to another tenant, but our status says we hold it: still ours, labels get repaired.
+    assert_eq!(Claim::of("acme", Some(&other), false, true), Claim::Ours);
+    assert_eq!(Claim::of("acme", Some(&labels(&[("team", "x")])), false, false), Claim::Foreign);
     assert!(!Claim::Foreign.usable() && !Claim::Terminating.usable() && Claim::Released.usable());
 }
 
@@ -504,5 +507,22 @@ fn examples_plan_cleanly() {
         let t = tenant(text);
         let d = plan_ok(&t);
         assert!(!d.objects.is_empty());
+    }
+}
+
+#[test]
+fn only_names_the_plan_gives_can_be_pruned() {
+    assert!(is_planned_name(Kind::Namespace, "acme", "acme-agents"));
+    assert!(!is_planned_name(Kind::Namespace, "acme", "globex-agents"));
+    assert!(!is_planned_name(Kind::Namespace, "acme", "acmeagents"));
+    assert!(is_planned_name(Kind::ClusterRole, "acme", "bulkhead-tenant-acme"));
+    assert!(!is_planned_name(Kind::ClusterRole, "acme", "cluster-admin"));
+    assert!(!is_planned_name(Kind::ClusterRoleBinding, "acme", "bulkhead-tenant-globex"));
+    assert!(!is_planned_name(Kind::RoleBinding, "acme", "ci-deployer"));
+    assert!(!is_planned_name(Kind::ServiceAccount, "acme", "default"));
+    // Everything the plan produces passes its own check.
+    let t = tenant(include_str!("../../examples/acme-insurance.yaml"));
+    for o in plan_ok(&t).objects.iter().filter(|o| o.kind() != Kind::ServiceAccount) {
+        assert!(is_planned_name(o.kind(), "acme", &o.key().name), "{}", o.key());
     }
 }

@@ -1,0 +1,248 @@
+//! Shared harness of the integration tests: the real local control plane
+//! (started on demand), clients (admin and impersonated), the Tenant CRD,
+//! an operator process per test, and polling helpers.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The admin kubeconfig the local control plane writes.
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("BULKHEAD_TEST_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("e2e/.cluster/kubeconfig"))
+}
+
+static CLUSTER: OnceLock<()> = OnceLock::new();
+
+/// Makes sure the local control plane runs: `e2e/cluster up` is idempotent
+/// and returns at once when it already does. Tests never skip silently.
+pub fn ensure_cluster() {
+    CLUSTER.get_or_init(|| {
+        let status = Command::new(repo().join("e2e/cluster"))
+            .arg("up")
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("cannot run e2e/cluster; the integration tests need the local control plane");
+        assert!(
+            status.success(),
+            "the local control plane could not be started: run `e2e/cluster up` by hand to see why"
+        );
+    });
+}
+
+async fn config() -> Config {
+    ensure_cluster();
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig readable");
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig valid")
+}
+
+/// A client with the cluster admin's rights.
+pub async fn admin() -> Client {
+    Client::try_from(config().await).expect("client")
+}
+
+/// A client that impersonates `user` in `groups` (plus system:authenticated),
+/// so the apiserver's real RBAC decides.
+pub async fn as_user(user: &str, groups: &[&str]) -> Client {
+    let mut cfg = config().await;
+    cfg.auth_info.impersonate = Some(user.to_string());
+    let mut g: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
+    g.push("system:authenticated".into());
+    cfg.auth_info.impersonate_groups = Some(g);
+    Client::try_from(cfg).expect("client")
+}
+
+/// A client that impersonates a ServiceAccount.
+pub async fn as_service_account(namespace: &str, name: &str) -> Client {
+    as_user(
+        &format!("system:serviceaccount:{namespace}:{name}"),
+        &["system:serviceaccounts", &format!("system:serviceaccounts:{namespace}")],
+    )
+    .await
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (or earlier run) uses: `prefix` plus a short suffix.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    let pid = std::process::id();
+    let mix = (t as u64) ^ ((pid as u64) << 20) ^ ((n as u64) << 40);
+    format!("{prefix}{:06x}", mix % 0xff_ffff)
+}
+
+/// Polls `f` every 100 ms until it returns Some, or panics after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Installs (server-side applies) the Tenant CRD from `crds/` and waits until it is served.
+pub async fn install_crd(client: &Client) {
+    let text = std::fs::read_to_string(repo().join("crds/bulkhead.dev_tenants.yaml")).expect("crds/ present");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("CRD parses");
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.metadata.name.clone().expect("CRD has a name");
+    // Tolerate a CRD left terminating by an earlier test: wait for it to go first.
+    wait_for("an old Tenant CRD to finish deleting", Duration::from_secs(60), || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            match api.get_opt(&name).await {
+                Ok(Some(c)) if c.metadata.deletion_timestamp.is_some() => None,
+                Ok(_) => Some(()),
+                Err(_) => None,
+            }
+        }
+    })
+    .await;
+    api.patch(&name, &PatchParams::apply("bulkhead-tests").force(), &Patch::Apply(&crd))
+        .await
+        .expect("CRD applies");
+    wait_for("the Tenant CRD to be established", Duration::from_secs(30), || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let crd = api.get(&name).await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        }
+    })
+    .await;
+}
+
+/// An operator process reconciling only the Tenants labelled with its shard.
+pub struct Operator {
+    child: Option<Child>,
+    /// Label selector value of this operator's Tenants.
+    pub shard: String,
+    /// Where its stdout (the security event stream) goes.
+    pub stdout: PathBuf,
+    /// Where its logs go.
+    pub stderr: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+/// Label that assigns a Tenant to one test's operator.
+pub const SHARD_LABEL: &str = "e2e.bulkhead.dev/shard";
+
+impl Operator {
+    /// Starts `bulkhead run` for Tenants labelled `SHARD_LABEL=<shard>`.
+    pub fn start(shard: &str) -> Self {
+        Self::start_with(shard, &[])
+    }
+
+    /// Starts the operator with extra environment (e.g. RUST_LOG).
+    pub fn start_with(shard: &str, env: &[(&str, &str)]) -> Self {
+        ensure_cluster();
+        let dir = std::env::temp_dir().join(format!("bulkhead-e2e-{shard}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut op = Self {
+            child: None,
+            shard: shard.to_string(),
+            stdout: dir.join("security.jsonl"),
+            stderr: dir.join("operator.log"),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let append = |p: &PathBuf| {
+            std::fs::OpenOptions::new().create(true).append(true).open(p).expect("log file")
+        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
+        cmd.arg("run")
+            .arg("--tenant-selector")
+            .arg(format!("{SHARD_LABEL}={}", self.shard))
+            .arg("--log-format")
+            .arg("text")
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("POD_NAME", format!("e2e-{}", self.shard))
+            .stdin(Stdio::null())
+            .stdout(append(&self.stdout))
+            .stderr(append(&self.stderr));
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("operator starts"));
+    }
+
+    /// Kills the operator at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again after [`Operator::kill`].
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Every security event line emitted so far, parsed.
+    pub fn security_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.stdout)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The operator's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The Tenant manifest `yaml` with its name replaced and the shard label added.
+pub fn tenant_from(yaml: &str, name: &str, shard: &str) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_yaml::from_str(yaml).expect("tenant yaml");
+    v["metadata"]["name"] = serde_json::Value::String(name.into());
+    v["metadata"]["labels"] = serde_json::json!({ SHARD_LABEL: shard });
+    v
+}
