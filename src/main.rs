@@ -24,6 +24,13 @@ enum Command {
     Plan(PlanArgs),
     /// Run the controller manager against the cluster in KUBECONFIG or in-cluster config.
     Run(RunArgs),
+    /// Run the audit sidecar: seal the app's records into a signed chain and ship them.
+    AuditSidecar(bulkhead::audit::cli::SidecarArgs),
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: bulkhead::audit::cli::AuditCommand,
+    },
 }
 
 #[derive(Args)]
@@ -59,6 +66,9 @@ struct RunArgs {
     /// Reconcile only Tenants matching this label selector (sharding, canaries).
     #[arg(long, env = "BULKHEAD_TENANT_SELECTOR")]
     tenant_selector: Option<String>,
+    /// Master key (32 raw bytes or base64) that wraps every tenant's key material at rest.
+    #[arg(long, env = "BULKHEAD_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
 }
 
 fn read_tenant(path: &PathBuf) -> Result<Tenant, String> {
@@ -96,6 +106,12 @@ fn write_stdout(text: &str) -> Result<(), String> {
 
 async fn run_command(args: RunArgs) -> Result<(), String> {
     telemetry::init_logging(args.log_format, &args.log_level);
+    let master_key = match &args.master_key_file {
+        Some(path) => Some(std::sync::Arc::new(
+            bulkhead::controller::keys::MasterKey::from_file(path).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot connect to Kubernetes (set KUBECONFIG or run in a pod): {e}"))?;
@@ -109,6 +125,7 @@ async fn run_command(args: RunArgs) -> Result<(), String> {
         plan: plan::Config { operator_namespace: args.operator_namespace, ..Default::default() },
         instance,
         tenant_selector: args.tenant_selector,
+        master_key,
         ..Default::default()
     };
     controller::run(client, options).await.map_err(|e| e.to_string())
@@ -125,6 +142,8 @@ fn main() -> ExitCode {
             Ok(rt) => rt.block_on(run_command(args)),
             Err(e) => Err(format!("cannot start the async runtime: {e}")),
         },
+        Command::AuditSidecar(args) => bulkhead::audit::cli::run_sidecar(args),
+        Command::Audit { command } => bulkhead::audit::cli::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

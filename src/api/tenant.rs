@@ -82,6 +82,64 @@ pub struct TenantSpec {
     /// What happens to the tenant's namespaces when they leave the spec or the Tenant is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Per-tenant keys and generated credentials.
+    #[serde(default)]
+    pub secrets: SecretsSpec,
+}
+
+/// Annotation on a Tenant that asks for an immediate key rotation; each new value rotates once.
+pub const ROTATE_ANNOTATION: &str = "bulkhead.dev/rotate-keys";
+/// Annotation on a Tenant that accepts brand-new keys after its source Secret was lost for good.
+pub const REGENERATE_ANNOTATION: &str = "bulkhead.dev/regenerate-keys";
+
+/// Key material and credentials generated for the tenant.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretsSpec {
+    /// How often the data-encryption and audit keys rotate, as a duration such as `2160h`.
+    #[serde(default = "default_rotation")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('87600h')").message("rotationPeriod must be a duration between 10s and 87600h, such as 2160h"))]
+    pub rotation_period: String,
+
+    /// Rotated-out keys kept for decryption.
+    #[serde(default = "default_keep_previous")]
+    #[schemars(range(min = 0, max = 10))]
+    pub keep_previous: u8,
+
+    /// Named credentials with random values, one Secret each in every tenant namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub generated: Vec<GeneratedSecret>,
+}
+
+impl Default for SecretsSpec {
+    fn default() -> Self {
+        Self { rotation_period: default_rotation(), keep_previous: default_keep_previous(), generated: Vec::new() }
+    }
+}
+
+fn default_rotation() -> String {
+    "2160h".into()
+}
+
+fn default_keep_previous() -> u8 {
+    3
+}
+
+/// One generated credential.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratedSecret {
+    /// Name of the Secret created in every tenant namespace.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self != 'bulkhead-keys'").message("bulkhead-keys is reserved for the tenant's key material"))]
+    pub name: String,
+    /// Keys of the Secret; each gets 32 random bytes, URL-safe base64.
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$")))]
+    pub keys: Vec<String>,
 }
 
 /// One tenant namespace.
@@ -392,6 +450,24 @@ pub struct TenantStatus {
     /// Tenant-wide quota: limit and usage summed over all namespaces.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub quota: BTreeMap<String, QuotaUsage>,
+    /// The tenant's key material (ids and times only, never values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeysStatus>,
+}
+
+/// Which keys are current and when they rotate.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeysStatus {
+    /// Id of the current data-encryption and audit-signing keys.
+    pub current_key_id: String,
+    /// Ids of rotated-out keys still kept for decryption, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_key_ids: Vec<String>,
+    /// When the current keys were made (RFC 3339).
+    pub last_rotation: String,
+    /// When they will be replaced (RFC 3339).
+    pub next_rotation: String,
 }
 
 /// One namespace in the status.

@@ -164,11 +164,16 @@ where
             watcher::Event::Apply(obj) => {
                 let obj = Arc::new(strip(obj));
                 let key = key_of(obj.as_ref());
-                if let Some(old) = inner.objects.insert(key.clone(), obj.clone()) {
-                    Self::index_remove(&mut inner.by_tenant, &old, &key);
+                let old = inner.objects.insert(key.clone(), obj.clone());
+                if let Some(old) = &old {
+                    Self::index_remove(&mut inner.by_tenant, old, &key);
                 }
                 Self::index_insert(&mut inner.by_tenant, &obj, &key);
-                vec![obj]
+                // A relabelled object concerns the tenant it was taken from too.
+                match old {
+                    Some(old) if tenant_of(old.labels()) != tenant_of(obj.labels()) => vec![obj, old],
+                    _ => vec![obj],
+                }
             }
             watcher::Event::Delete(obj) => {
                 let key = key_of(&obj);
@@ -240,7 +245,7 @@ where
                     name: obj.meta().name.clone().unwrap_or_default(),
                 };
                 if !is_delete && triggers.own_writes.is_echo(&key, obj.meta().resource_version.as_deref()) {
-                    continue;
+                    break;
                 }
                 if labels.get(LABEL_SHARED).is_some_and(|v| v == "true")
                     && labels.get(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGED_BY)

@@ -18,7 +18,7 @@ use crate::telemetry::security::Action as SecurityAction;
 use super::notify::security;
 use super::reconcile::field_manager;
 use super::status::{self, Report};
-use super::{Context, Error, apply, prune};
+use super::{Context, Error, apply, keys, prune};
 
 async fn crd_is_being_deleted(ctx: &Context) -> Result<bool, Error> {
     let name = Tenant::crd_name();
@@ -124,13 +124,16 @@ pub async fn finalize(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
                 }
                 return Ok(Action::requeue(Duration::from_secs(2)));
             }
+            keys::erase(ctx, &name).await?;
             security(
                 ctx,
                 tenant,
                 SecurityAction::TenantErased,
                 None,
                 "Delete",
-                format!("tenant {name} erased: all of its namespaces and the data in them were deleted (deletionPolicy Delete)"),
+                format!(
+                    "tenant {name} erased: all of its namespaces and the data in them were deleted, and its key material was destroyed so anything encrypted with it is unreadable (deletionPolicy Delete)"
+                ),
             )
             .await;
             remove_finalizer(tenant, ctx).await?;

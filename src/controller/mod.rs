@@ -5,6 +5,7 @@ pub mod cache;
 pub mod diff;
 pub mod error;
 pub mod finalize;
+pub mod keys;
 pub mod notify;
 pub mod prune;
 pub mod reconcile;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::core::PartialObjectMeta;
@@ -43,6 +44,8 @@ pub struct Options {
     pub plan: plan::Config,
     /// Name reported on Events.
     pub instance: String,
+    /// Master key wrapping every tenant's key material at rest, if configured.
+    pub master_key: Option<Arc<keys::MasterKey>>,
     /// Only Tenants matching this label selector are reconciled (sharding, canaries, tests).
     pub tenant_selector: Option<String>,
 }
@@ -55,6 +58,7 @@ impl Default for Options {
             page_size: 500,
             plan: plan::Config::default(),
             instance: "bulkhead".into(),
+            master_key: None,
             tenant_selector: None,
         }
     }
@@ -78,6 +82,8 @@ pub struct Caches {
     pub cluster_roles: Arc<Cache<ClusterRole>>,
     /// Managed ClusterRoleBindings.
     pub cluster_role_bindings: Arc<Cache<ClusterRoleBinding>>,
+    /// Managed Secrets: key sources in the operator namespace and projections in tenant namespaces.
+    pub secrets: Arc<Cache<Secret>>,
 }
 
 fn json<K: serde::Serialize>(obj: &K) -> Option<serde_json::Value> {
@@ -95,6 +101,7 @@ impl Caches {
             role_bindings: Cache::new(Kind::RoleBinding),
             cluster_roles: Cache::new(Kind::ClusterRole),
             cluster_role_bindings: Cache::new(Kind::ClusterRoleBinding),
+            secrets: Cache::new(Kind::Secret),
         }
     }
 
@@ -111,6 +118,7 @@ impl Caches {
             Kind::RoleBinding => self.role_bindings.get(ns, name).and_then(|o| json(&*o)),
             Kind::ClusterRole => self.cluster_roles.get(None, name).and_then(|o| json(&*o)),
             Kind::ClusterRoleBinding => self.cluster_role_bindings.get(None, name).and_then(|o| json(&*o)),
+            Kind::Secret => self.secrets.get(ns, name).and_then(|o| json(&*o)),
         }
     }
 
@@ -145,6 +153,7 @@ impl Caches {
         keys(Kind::RoleBinding, &self.role_bindings, tenant, &mut out);
         keys(Kind::ClusterRole, &self.cluster_roles, tenant, &mut out);
         keys(Kind::ClusterRoleBinding, &self.cluster_role_bindings, tenant, &mut out);
+        keys(Kind::Secret, &self.secrets, tenant, &mut out);
         out
     }
 
@@ -158,6 +167,7 @@ impl Caches {
             self.role_bindings.wait_ready(),
             self.cluster_roles.wait_ready(),
             self.cluster_role_bindings.wait_ready(),
+            self.secrets.wait_ready(),
         );
     }
 }
@@ -216,6 +226,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     spawn_cache(&client, &caches.role_bindings, Some(&managed), page, &triggers);
     spawn_cache(&client, &caches.cluster_roles, Some(&managed), page, &triggers);
     spawn_cache(&client, &caches.cluster_role_bindings, Some(&managed), page, &triggers);
+    spawn_cache(&client, &caches.secrets, Some(&managed), page, &triggers);
 
     tracing::info!("waiting for the watch caches to fill");
     caches.wait_ready().await;

@@ -40,7 +40,7 @@ pub async fn security(
     let name = tenant.meta().name.clone().unwrap_or_default();
     SecurityEvent { action, tenant: name, object: object.map(object_ref), reason: reason.into(), message: message.clone() }
         .emit();
-    let warning = matches!(action, Action::DriftRepaired | Action::NamespaceConflict);
+    let warning = matches!(action, Action::DriftRepaired | Action::NamespaceConflict | Action::KeyMaterialUnavailable);
     let event_reason = serde_json::to_value(action)
         .ok()
         .and_then(|v| v.as_str().map(pascal))

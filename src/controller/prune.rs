@@ -46,14 +46,20 @@ pub struct Pruned {
 }
 
 /// Deletes stale objects and lets go of namespaces that left the spec.
-pub async fn prune(ctx: &Context, tenant: &Tenant, desired: &DesiredState, keep_namespaces: &BTreeSet<String>) -> Result<Pruned, Error> {
+pub async fn prune(
+    ctx: &Context,
+    tenant: &Tenant,
+    desired: &DesiredState,
+    keep_namespaces: &BTreeSet<String>,
+    prune_secrets: bool,
+) -> Result<Pruned, Error> {
     let name = &desired.tenant;
     let wanted = desired.keys();
     let wanted_ns: BTreeSet<&str> = desired.namespaces.iter().map(String::as_str).collect();
     let held = status::held_namespaces(tenant.status.as_ref());
     let mut pruned = Pruned::default();
     for key in ctx.caches.owned(name) {
-        if wanted.contains(&key) || !is_planned_name(key.kind, name, &key.name) {
+        if wanted.contains(&key) || !is_planned_name(key.kind, name, &key.name) || (key.kind == Kind::Secret && !prune_secrets) {
             continue;
         }
         match (&key.kind, &key.namespace) {

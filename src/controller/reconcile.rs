@@ -23,6 +23,7 @@ use crate::telemetry::security::Action as SecurityAction;
 use super::apply::{self, Applied};
 use super::notify::{event, security};
 use super::status::{self, PHASE_CONFLICT, PHASE_READY, PHASE_TERMINATING, Report};
+use super::keys::{self, Keys};
 use super::{Context, Error, finalize, prune};
 
 /// Reconciles one Tenant.
@@ -162,6 +163,40 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
             return Ok((report, Action::await_change()));
         }
     };
+    let keys = keys::ensure(ctx, tenant, &desired.effective).await?;
+    let keys_ready = matches!(keys, Keys::Ready { .. });
+    match keys {
+        Keys::Ready { material, status, change } => {
+            let projected = plan::secrets::projections(&name, &desired.namespaces, &material);
+            report.credentials = material.generated.len();
+            desired.objects.extend(projected);
+            if change.rotated {
+                security(
+                    ctx,
+                    tenant,
+                    SecurityAction::KeyRotated,
+                    None,
+                    "Rotated",
+                    format!(
+                        "new current key {}; {} previous key(s) kept for decryption",
+                        status.current_key_id,
+                        status.previous_key_ids.len()
+                    ),
+                )
+                .await;
+            }
+            report.keys = Some(status);
+        }
+        Keys::Blocked { reason, message } => {
+            let known = previous
+                .and_then(|p| p.conditions.iter().find(|c| c.type_ == "SecretsReady"))
+                .is_some_and(|c| c.reason == reason);
+            if !known {
+                security(ctx, tenant, SecurityAction::KeyMaterialUnavailable, None, reason, message.clone()).await;
+            }
+            report.keys_blocked = Some((reason.to_string(), message));
+        }
+    }
     let observed = observed_quotas(ctx, &desired.namespaces);
     quota::apply_rebalance(&mut desired.objects, &name, &usable.spec, &desired.namespaces, &observed)?;
     if let Some(q) = &usable.spec.quota {
@@ -228,7 +263,8 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
         }
     }
 
-    let pruned = prune::prune(ctx, tenant, &desired, &keep).await;
+    // Without key material, existing projections may be the only copy left: keep them.
+    let pruned = prune::prune(ctx, tenant, &desired, &keep, keys_ready).await;
     match pruned {
         Ok(p) => changed += p.deleted.len() + p.released.len() + p.erased.len(),
         Err(e) => report.failures.push((Kind::Namespace, e.to_string())),
@@ -271,7 +307,15 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
         // Namespaces held elsewhere or terminating are not ours to watch; look again soon.
         Action::requeue(Duration::from_secs(15))
     } else {
-        Action::requeue(resync_period(&name))
+        // Wake up for the next rotation without polling.
+        let until_rotation = report
+            .keys
+            .as_ref()
+            .and_then(|k| k.next_rotation.parse::<jiff::Timestamp>().ok())
+            .and_then(|t| t.duration_since(jiff::Timestamp::now()).try_into().ok())
+            .map(|d: Duration| d + Duration::from_secs(1));
+        let resync = resync_period(&name);
+        Action::requeue(until_rotation.map_or(resync, |d| d.min(resync)))
     };
     Ok((report, next))
 }

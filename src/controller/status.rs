@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{NamespaceStatus, QuotaUsage, TenantStatus};
+use crate::api::{KeysStatus, NamespaceStatus, QuotaUsage, TenantStatus};
 use crate::plan::object::Kind;
 
 /// What one reconcile found, in the terms the status reports.
@@ -33,6 +33,12 @@ pub struct Report {
     pub failures: Vec<(Kind, String)>,
     /// Erasure in progress: namespaces still terminating.
     pub erasing: Option<usize>,
+    /// The tenant's keys, when they are in place.
+    pub keys: Option<KeysStatus>,
+    /// Why the keys are not in place (condition reason and message).
+    pub keys_blocked: Option<(String, String)>,
+    /// Generated credentials projected per namespace.
+    pub credentials: usize,
 }
 
 /// Phase of a namespace the tenant holds.
@@ -64,7 +70,7 @@ fn failures_of(report: &Report, kinds: &[Kind]) -> Vec<String> {
 
 fn concerns(report: &Report) -> Vec<Cond> {
     if let Some(err) = &report.plan_error {
-        return ["NamespacesReady", "NetworkIsolated", "AccessConfigured", "QuotaEnforced"]
+        return ["NamespacesReady", "NetworkIsolated", "AccessConfigured", "QuotaEnforced", "SecretsReady"]
             .into_iter()
             .map(|t| cond(t, None, "InvalidSpec", err.clone()))
             .collect();
@@ -150,6 +156,24 @@ fn concerns(report: &Report) -> Vec<Cond> {
             format!("ResourceQuota in {} namespace(s)", report.quotas),
         )
     });
+    let secret_failures = failures_of(report, &[Kind::Secret]);
+    out.push(match (&report.keys_blocked, &report.keys) {
+        (Some((reason, message)), _) => cond("SecretsReady", Some(false), reason, message.clone()),
+        _ if !secret_failures.is_empty() => cond("SecretsReady", Some(false), "ApplyFailed", secret_failures.join("; ")),
+        (None, Some(k)) => cond(
+            "SecretsReady",
+            Some(true),
+            "KeysReady",
+            format!(
+                "key {} current ({} previous kept), {} generated credential(s); next rotation {}",
+                k.current_key_id,
+                k.previous_key_ids.len(),
+                report.credentials,
+                k.next_rotation
+            ),
+        ),
+        (None, None) => cond("SecretsReady", None, "Pending", "key material not yet created"),
+    });
     out
 }
 
@@ -176,7 +200,7 @@ pub fn build(generation: Option<i64>, previous: Option<&TenantStatus>, report: &
     let stalled = report.plan_error.is_some()
         || conds
             .iter()
-            .any(|c| matches!(c.reason.as_str(), "NamespaceConflict" | "ApplyFailed"));
+            .any(|c| matches!(c.reason.as_str(), "NamespaceConflict" | "ApplyFailed" | "SourceSecretLost" | "SourceSecretCorrupt" | "MasterKeyMismatch"));
     let in_progress = ready.ok != Some(true) && !stalled;
     let mut all = vec![ready];
     all.append(&mut conds);
@@ -211,6 +235,9 @@ pub fn build(generation: Option<i64>, previous: Option<&TenantStatus>, report: &
         namespace_count: report.namespaces.iter().filter(|n| n.phase == PHASE_READY).count() as i32,
         namespaces: report.namespaces.clone(),
         quota: report.quota_usage.clone(),
+        // Never forget that keys existed: that memory is what stops a lost
+        // source Secret from being silently replaced by new keys.
+        keys: report.keys.clone().or_else(|| previous.and_then(|p| p.keys.clone())),
     }
 }
 
@@ -251,6 +278,12 @@ mod tests {
             network_policies: 2,
             subjects: 1,
             quotas: 1,
+            keys: Some(KeysStatus {
+                current_key_id: "k1".into(),
+                previous_key_ids: vec![],
+                last_rotation: "2026-01-01T00:00:00Z".into(),
+                next_rotation: "2026-04-01T00:00:00Z".into(),
+            }),
             ..Default::default()
         }
     }
@@ -300,6 +333,20 @@ mod tests {
         assert_eq!(t(&second, "NamespacesReady"), now(10));
         assert_eq!(t(&second, "NetworkIsolated"), now(20));
         assert_eq!(t(&second, "Ready"), now(20));
+    }
+
+    #[test]
+    fn lost_keys_block_ready_and_are_remembered() {
+        let first = build(Some(1), None, &ready_report(), &now(1));
+        let lost = Report {
+            keys: None,
+            keys_blocked: Some(("SourceSecretLost".into(), "gone".into())),
+            ..ready_report()
+        };
+        let s = build(Some(1), Some(&first), &lost, &now(2));
+        assert!(s.conditions.iter().any(|c| c.type_ == "SecretsReady" && c.reason == "SourceSecretLost"));
+        assert!(s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False"));
+        assert_eq!(s.keys, first.keys, "the status still says keys existed");
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct Effective {
     pub exec_allowed: bool,
     /// Whether egress exceptions must name ports (no open-ended egress).
     pub egress_needs_ports: bool,
+    /// Key rotation period, capped by PCI-DSS.
+    pub rotation_period: jiff::SignedDuration,
 }
 
 impl Effective {
@@ -50,7 +52,20 @@ impl Effective {
                 }
             }
         }
+        let period: jiff::SignedDuration =
+            spec.secrets.rotation_period.parse().map_err(|_| PlanError::InvalidDuration {
+                field: "spec.secrets.rotationPeriod",
+                value: spec.secrets.rotation_period.clone(),
+            })?;
+        if period < jiff::SignedDuration::from_secs(10) {
+            return Err(PlanError::InvalidDuration {
+                field: "spec.secrets.rotationPeriod",
+                value: spec.secrets.rotation_period.clone(),
+            });
+        }
+        let rotation_period = if pci { period.min(super::secrets::PCI_MAX_ROTATION) } else { period };
         Ok(Self {
+            rotation_period,
             pod_security: spec.pod_security,
             isolation: spec.network.isolation,
             exec_allowed: !(pci || gdpr),

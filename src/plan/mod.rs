@@ -9,6 +9,7 @@ pub mod network;
 pub mod object;
 pub mod quantity;
 pub mod quota;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 
@@ -99,6 +100,14 @@ pub enum PlanError {
         /// The rejected text.
         value: String,
     },
+    /// Unreadable duration.
+    #[error("{field}: '{value}' is not a duration such as 2160h, 30m or 90s")]
+    InvalidDuration {
+        /// Where it was written.
+        field: &'static str,
+        /// The rejected text.
+        value: String,
+    },
     /// A compliance profile forbids a setting.
     #[error("compliance profile {profile} forbids {what}")]
     Compliance {
@@ -118,6 +127,8 @@ pub struct DesiredState {
     pub namespaces: Vec<String>,
     /// Every object to apply, namespaces first.
     pub objects: Vec<ManagedObject>,
+    /// The settings in force once compliance profiles are applied.
+    pub effective: Effective,
 }
 
 impl DesiredState {
@@ -158,7 +169,7 @@ pub fn plan(tenant: &Tenant, config: &Config) -> Result<DesiredState, PlanError>
     objects.extend(network::plan(&name, &namespaces, &tenant.spec.network, &effective, config)?);
     objects.extend(quota::plan(&name, &namespaces, &tenant.spec)?);
     objects.extend(access::plan(&name, &namespaces, &tenant.spec, &effective)?);
-    Ok(DesiredState { tenant: name, namespaces, objects })
+    Ok(DesiredState { tenant: name, namespaces, objects, effective })
 }
 
 /// Whether `name` is a name the plan gives objects of `kind` for `tenant`.
@@ -177,6 +188,9 @@ pub fn is_planned_name(kind: object::Kind, tenant: &str, name: &str) -> bool {
         Kind::LimitRange => name == quota::LIMITS,
         // The default ServiceAccount lives and dies with its namespace.
         Kind::ServiceAccount => false,
+        // Generated credentials are named by the tenant; pruning only ever
+        // looks inside the tenant's own namespaces.
+        Kind::Secret => true,
     }
 }
 

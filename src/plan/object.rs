@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::Resource;
@@ -28,13 +28,16 @@ pub enum Kind {
     ClusterRole,
     /// rbac.authorization.k8s.io/v1 ClusterRoleBinding.
     ClusterRoleBinding,
+    /// core/v1 Secret (key projections and generated credentials).
+    Secret,
 }
 
 impl Kind {
     /// Every managed kind, in apply order (namespaces before their contents).
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Namespace,
         Kind::ServiceAccount,
+        Kind::Secret,
         Kind::NetworkPolicy,
         Kind::ResourceQuota,
         Kind::LimitRange,
@@ -54,6 +57,7 @@ impl Kind {
             Kind::RoleBinding => ApiResource::erase::<RoleBinding>(&()),
             Kind::ClusterRole => ApiResource::erase::<ClusterRole>(&()),
             Kind::ClusterRoleBinding => ApiResource::erase::<ClusterRoleBinding>(&()),
+            Kind::Secret => ApiResource::erase::<Secret>(&()),
         }
     }
 
@@ -73,6 +77,7 @@ impl Kind {
             Kind::RoleBinding => "RoleBinding",
             Kind::ClusterRole => "ClusterRole",
             Kind::ClusterRoleBinding => "ClusterRoleBinding",
+            Kind::Secret => "Secret",
         }
     }
 }
@@ -98,7 +103,9 @@ impl fmt::Display for ObjectKey {
 }
 
 /// One object the plan wants in the cluster.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `Debug` is written by hand so a Secret's data never reaches a log line.
+#[derive(Clone, PartialEq)]
 pub enum ManagedObject {
     /// A tenant namespace.
     Namespace(Namespace),
@@ -116,6 +123,8 @@ pub enum ManagedObject {
     ClusterRole(ClusterRole),
     /// A ClusterRoleBinding (per-tenant read of its own Tenant).
     ClusterRoleBinding(ClusterRoleBinding),
+    /// A Secret projected into a tenant namespace. Holds key material: never log it.
+    Secret(Secret),
 }
 
 macro_rules! each {
@@ -129,6 +138,7 @@ macro_rules! each {
             ManagedObject::RoleBinding($o) => $body,
             ManagedObject::ClusterRole($o) => $body,
             ManagedObject::ClusterRoleBinding($o) => $body,
+            ManagedObject::Secret($o) => $body,
         }
     };
 }
@@ -145,6 +155,7 @@ impl ManagedObject {
             ManagedObject::RoleBinding(_) => Kind::RoleBinding,
             ManagedObject::ClusterRole(_) => Kind::ClusterRole,
             ManagedObject::ClusterRoleBinding(_) => Kind::ClusterRoleBinding,
+            ManagedObject::Secret(_) => Kind::Secret,
         }
     }
 
@@ -167,5 +178,14 @@ impl ManagedObject {
     pub fn to_json(&self) -> serde_json::Value {
         // Serializing k8s-openapi types cannot fail: they hold only strings, numbers and maps.
         each!(self, o => serde_json::to_value(o).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl fmt::Debug for ManagedObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManagedObject::Secret(_) => write!(f, "Secret({}, data redacted)", self.key()),
+            other => each!(other, o => fmt::Debug::fmt(o, f)),
+        }
     }
 }

@@ -34,6 +34,10 @@ pub enum Action {
     NamespaceReleased,
     /// A namespace left the tenant and was deleted (`Delete`).
     NamespaceDeleted,
+    /// The tenant's keys were rotated.
+    KeyRotated,
+    /// The tenant's key material cannot be used (lost, corrupt, wrong master key).
+    KeyMaterialUnavailable,
 }
 
 impl Action {
@@ -44,6 +48,7 @@ impl Action {
             Action::TenantCreated => ("configuration", "creation"),
             Action::TenantErased | Action::NamespaceDeleted => ("configuration", "deletion"),
             Action::NamespaceConflict => ("configuration", "denied"),
+            Action::KeyMaterialUnavailable => ("configuration", "error"),
             _ => ("configuration", "change"),
         }
     }

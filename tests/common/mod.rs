@@ -108,8 +108,17 @@ where
     }
 }
 
-/// Installs (server-side applies) the Tenant CRD from `crds/` and waits until it is served.
+/// Namespace the test operators keep key sources in.
+pub const OPERATOR_NAMESPACE: &str = "bulkhead-system";
+
+/// Installs (server-side applies) the Tenant CRD from `crds/`, waits until it
+/// is served, and makes sure the operator's namespace exists.
 pub async fn install_crd(client: &Client) {
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}});
+    nss.patch(OPERATOR_NAMESPACE, &PatchParams::apply("bulkhead-tests"), &Patch::Apply(&ns))
+        .await
+        .expect("operator namespace");
     let text = std::fs::read_to_string(repo().join("crds/bulkhead.dev_tenants.yaml")).expect("crds/ present");
     let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("CRD parses");
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
