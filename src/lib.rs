@@ -1,9 +1,11 @@
 //! bulkhead: one `Tenant` becomes a sealed, verifiable compartment of a Kubernetes cluster.
 //!
 //! Data flow: [`api`] types → [`plan`] (pure) → [`controller`] (apply, prune,
-//! status) with [`telemetry`] on the side.
+//! status) with [`telemetry`] on the side; [`audit`] is the tenant pods'
+//! audit sidecar and its verifier.
 
 pub mod api;
+pub mod audit;
 pub mod plan;
 pub mod controller;
 pub mod telemetry;
