@@ -20,7 +20,9 @@ async fn deleting_the_crd_keeps_every_tenant_namespace() {
     let client = admin().await;
     install_crd(&client).await;
     let shard = unique("s");
-    let _op = Operator::start(&shard);
+    // Every Tenant goes with the CRD, including leftovers of earlier tests, so
+    // this operator serves them all.
+    let _op = Operator::start_unsharded();
     let name = unique("g");
     let mut tenant = tenant_from(
         "metadata: {name: x}\nspec:\n  namespaces: [{name: agents}]\n  deletionPolicy: Delete\n",

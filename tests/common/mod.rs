@@ -179,7 +179,7 @@ impl Operator {
     /// Starts the operator with extra environment (e.g. RUST_LOG).
     pub fn start_with(shard: &str, env: &[(&str, &str)]) -> Self {
         ensure_cluster();
-        let dir = std::env::temp_dir().join(format!("bulkhead-e2e-{shard}"));
+        let dir = std::env::temp_dir().join(format!("bulkhead-e2e-{}", if shard.is_empty() { "all" } else { shard }));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut op = Self {
             child: None,
@@ -192,15 +192,22 @@ impl Operator {
         op
     }
 
+    /// Starts an operator for every Tenant in the cluster (for tests that
+    /// run alone, such as deleting the CRD).
+    pub fn start_unsharded() -> Self {
+        Self::start_with("", &[])
+    }
+
     fn spawn(&mut self) {
         let append = |p: &PathBuf| {
             std::fs::OpenOptions::new().create(true).append(true).open(p).expect("log file")
         };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
-        cmd.arg("run")
-            .arg("--tenant-selector")
-            .arg(format!("{SHARD_LABEL}={}", self.shard))
-            .arg("--log-format")
+        cmd.arg("run");
+        if !self.shard.is_empty() {
+            cmd.arg("--tenant-selector").arg(format!("{SHARD_LABEL}={}", self.shard));
+        }
+        cmd.arg("--log-format")
             .arg("text")
             .env("KUBECONFIG", kubeconfig_path())
             .env("POD_NAME", format!("e2e-{}", self.shard))
