@@ -6,6 +6,6 @@
 
 pub mod api;
 pub mod audit;
-pub mod plan;
 pub mod controller;
+pub mod plan;
 pub mod telemetry;

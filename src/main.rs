@@ -88,7 +88,8 @@ fn plan_command(args: PlanArgs) -> Result<(), String> {
     objects.extend(desired.objects);
     let mut out = String::new();
     for object in objects {
-        let yaml = serde_yaml::to_string(&object.to_json()).map_err(|e| format!("cannot print {}: {e}", object.key()))?;
+        let yaml =
+            serde_yaml::to_string(&object.to_json()).map_err(|e| format!("cannot print {}: {e}", object.key()))?;
         out.push_str("---\n");
         out.push_str(&yaml);
     }
@@ -115,10 +116,7 @@ async fn run_command(args: RunArgs) -> Result<(), String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot connect to Kubernetes (set KUBECONFIG or run in a pod): {e}"))?;
-    let instance = args
-        .instance
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "bulkhead".into());
+    let instance = args.instance.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "bulkhead".into());
     let options = Options {
         concurrency: args.concurrency,
         apply_concurrency: args.apply_concurrency.max(1),

@@ -32,11 +32,7 @@ fn key_dir(root: &Path, name: &str, keys: &[(&str, u8)], current: &str) -> PathB
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Sidecar {
@@ -56,24 +52,8 @@ impl Sidecar {
             .args(["--listen", &addr.to_string()])
             .arg("--spool-dir")
             .arg(root.join("spool"))
-            .args([
-                "--container",
-                "app",
-                "--tenant",
-                "acme",
-                "--namespace",
-                "acme-calls",
-                "--pod",
-                "ivr-0",
-            ])
-            .args([
-                "--poll",
-                "50ms",
-                "--key-reload",
-                "100ms",
-                "--log-format",
-                "json",
-            ])
+            .args(["--container", "app", "--tenant", "acme", "--namespace", "acme-calls", "--pod", "ivr-0"])
+            .args(["--poll", "50ms", "--key-reload", "100ms", "--log-format", "json"])
             .args(extra)
             .env_remove("RUST_LOG")
             .env_remove("BULKHEAD_LOG_LEVEL")
@@ -82,11 +62,7 @@ impl Sidecar {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("start the sidecar");
-        let mut sidecar = Sidecar {
-            child,
-            addr,
-            stderr,
-        };
+        let mut sidecar = Sidecar { child, addr, stderr };
         let deadline = Instant::now() + WAIT;
         loop {
             if let Ok((200, _)) = request(addr, "GET", "/healthz", "") {
@@ -95,11 +71,7 @@ impl Sidecar {
             if let Ok(Some(status)) = sidecar.child.try_wait() {
                 panic!("sidecar exited with {status}: {}", sidecar.stderr_text());
             }
-            assert!(
-                Instant::now() < deadline,
-                "sidecar did not come up: {}",
-                sidecar.stderr_text()
-            );
+            assert!(Instant::now() < deadline, "sidecar did not come up: {}", sidecar.stderr_text());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -109,10 +81,8 @@ impl Sidecar {
     }
 
     fn post(&self, body: &str) -> (u16, Value) {
-        let (status, text) =
-            request(self.addr, "POST", "/v1/records", body).expect("POST to the sidecar");
-        let value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap_or(""))
-            .unwrap_or(Value::Null);
+        let (status, text) = request(self.addr, "POST", "/v1/records", body).expect("POST to the sidecar");
+        let value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or(Value::Null);
         (status, value)
     }
 
@@ -144,12 +114,7 @@ impl Drop for Sidecar {
 }
 
 /// One HTTP/1.1 request over a fresh connection; returns the status and the raw response.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> std::io::Result<(u16, String)> {
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -160,11 +125,7 @@ fn request(
     )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     Ok((status, out))
 }
 
@@ -177,27 +138,16 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn lines_of(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
 }
 
 fn append(path: &Path, text: &str) {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
 }
 
 fn verify(file: &Path, keys: Option<&Path>) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(["audit", "verify"])
-        .env_remove("BULKHEAD_AUDIT_KEYS");
+    cmd.args(["audit", "verify"]).env_remove("BULKHEAD_AUDIT_KEYS");
     if let Some(k) = keys {
         cmd.arg("--keys").arg(k);
     }
@@ -225,57 +175,26 @@ fn http_and_followed_file_records_come_out_chained_signed_and_verifiable() {
 
     // HTTP: one record, then a JSON-lines batch.
     let (status, body) = sidecar.post(r#"{"n":1,"action":"read","object":"call/42"}"#);
-    assert_eq!(
-        (
-            status,
-            body["first_seq"].as_u64(),
-            body["last_seq"].as_u64()
-        ),
-        (200, Some(1), Some(1)),
-        "{body}"
-    );
+    assert_eq!((status, body["first_seq"].as_u64(), body["last_seq"].as_u64()), (200, Some(1), Some(1)), "{body}");
     let (status, body) = sidecar.post("{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n");
-    assert_eq!(
-        (status, body["accepted"].as_u64(), body["last_seq"].as_u64()),
-        (200, Some(3), Some(4)),
-        "{body}"
-    );
+    assert_eq!((status, body["accepted"].as_u64(), body["last_seq"].as_u64()), (200, Some(3), Some(4)), "{body}");
     let (status, body) = sidecar.post("{\"n\":5}\n[1,2]\n");
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("record 2 is a JSON array"),
-        "{body}"
-    );
+    assert!(body["error"].as_str().unwrap().contains("record 2 is a JSON array"), "{body}");
 
     // A followed file: appends, a rotation by rename, then a truncation.
-    append(
-        &app_log,
-        "{\"n\":5}\n{\"n\":6,\"pad\":\"................\"}\n",
-    );
+    append(&app_log, "{\"n\":5}\n{\"n\":6,\"pad\":\"................\"}\n");
     wait_until("6 records", || lines_of(&out).len() >= 6);
     std::fs::rename(&app_log, root.join("app.log.1")).unwrap();
     append(&root.join("app.log.1"), "{\"n\":7}\n");
-    append(
-        &app_log,
-        "{\"n\":8,\"pad\":\"................................\"}\n",
-    );
+    append(&app_log, "{\"n\":8,\"pad\":\"................................\"}\n");
     wait_until("8 records", || lines_of(&out).len() >= 8);
     std::fs::write(&app_log, "{\"n\":9}\n").unwrap();
     wait_until("9 records", || lines_of(&out).len() >= 9);
 
     let lines = lines_of(&out);
-    let ns: Vec<i64> = lines
-        .iter()
-        .map(|l| field(l, "record")["n"].as_i64().unwrap())
-        .collect();
-    assert_eq!(
-        ns,
-        (1..=9).collect::<Vec<_>>(),
-        "every record exactly once, in order"
-    );
+    let ns: Vec<i64> = lines.iter().map(|l| field(l, "record")["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, (1..=9).collect::<Vec<_>>(), "every record exactly once, in order");
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(field(l, "seq"), i as u64 + 1);
         assert_eq!(field(l, "tenant"), "acme");
@@ -304,11 +223,7 @@ fn http_and_followed_file_records_come_out_chained_signed_and_verifiable() {
     };
     let mut edited = lines.clone();
     edited[4] = edited[4].replace("\"n\":5", "\"n\":50");
-    check_broken(
-        "edited.jsonl",
-        &edited,
-        "line 5 (seq 5): signature mismatch",
-    );
+    check_broken("edited.jsonl", &edited, "line 5 (seq 5): signature mismatch");
     let mut removed = lines.clone();
     removed.remove(2);
     check_broken("removed.jsonl", &removed, "line 3 (seq 4)");
@@ -323,11 +238,7 @@ fn http_and_followed_file_records_come_out_chained_signed_and_verifiable() {
     sidecar.kill();
     let sidecar = Sidecar::start(root, &keys, &["--sink", &sink, "--follow", &follow]);
     let (status, body) = sidecar.post(r#"{"n":10}"#);
-    assert_eq!(
-        (status, body["first_seq"].as_u64()),
-        (200, Some(10)),
-        "{body}"
-    );
+    assert_eq!((status, body["first_seq"].as_u64()), (200, Some(10)), "{body}");
     wait_until("10 records", || lines_of(&out).len() >= 10);
 
     // Key rotation while running: new records carry the new key id.
@@ -336,47 +247,28 @@ fn http_and_followed_file_records_come_out_chained_signed_and_verifiable() {
     wait_until("the rotated key", || {
         let (status, _) = sidecar.post(r#"{"n":11}"#);
         assert_eq!(status, 200);
-        wait_until("the record", || {
-            lines_of(&out)
-                .last()
-                .is_some_and(|l| field(l, "record")["n"] == 11)
-        });
-        lines_of(&out)
-            .last()
-            .is_some_and(|l| field(l, "key_id") == "k2")
+        wait_until("the record", || lines_of(&out).last().is_some_and(|l| field(l, "record")["n"] == 11));
+        lines_of(&out).last().is_some_and(|l| field(l, "key_id") == "k2")
     });
     let status = sidecar.terminate();
     assert!(status.success(), "sidecar exit on SIGTERM: {status}");
 
     let lines = lines_of(&out);
     assert_eq!(
-        lines
-            .iter()
-            .filter(|l| field(l, "record")["n"] == 9)
-            .count(),
+        lines.iter().filter(|l| field(l, "record")["n"] == 9).count(),
         1,
         "followed file was read again after restart"
     );
     let ok = verify(&out, Some(&keys));
-    assert!(
-        ok.status.success(),
-        "verify after restart and rotation failed: {}",
-        text(&ok.stderr)
-    );
-    assert!(
-        text(&ok.stdout).contains("key ids k1, k2"),
-        "{}",
-        text(&ok.stdout)
-    );
+    assert!(ok.status.success(), "verify after restart and rotation failed: {}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("key ids k1, k2"), "{}", text(&ok.stdout));
 
     // Only the new key: the first record signed with k1 is named.
     let new_only = key_dir(root, "keys-new-only", &[("k2", 2)], "k2");
     let res = verify(&out, Some(&new_only));
     assert!(!res.status.success());
     assert!(
-        text(&res.stderr).contains(
-            "line 1 (seq 1): signed with key id \"k1\", which is not in the key directory"
-        ),
+        text(&res.stderr).contains("line 1 (seq 1): signed with key id \"k1\", which is not in the key directory"),
         "{}",
         text(&res.stderr)
     );
@@ -398,26 +290,77 @@ struct Siem {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<String>>>,
     lose_next_answer: Arc<Mutex<bool>>,
-    running: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    running: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+}
+
+/// A TLS listener for axum: the SIEM behind https.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that rejects our certificate just fails its handshake.
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 signed by it;
+/// returns the CA's PEM file and the server's TLS acceptor.
+fn tls_siem_identity(root: &Path, name: &str) -> (PathBuf, tokio_rustls::TlsAcceptor) {
+    use tokio_rustls::rustls;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    let ca_file = root.join(format!("{name}-ca.pem"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        )
+        .unwrap();
+    (ca_file, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 impl Siem {
     fn new(port: u16) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         Self {
             rt,
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
             received: Arc::default(),
             lose_next_answer: Arc::default(),
+            tls: None,
             running: None,
         }
+    }
+
+    fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
     }
 
     fn start(&mut self) {
@@ -430,15 +373,10 @@ impl Siem {
                 let received = received.clone();
                 let lose = lose.clone();
                 async move {
-                    if headers.get("authorization").and_then(|v| v.to_str().ok())
-                        != Some("Bearer siem-token")
-                    {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer siem-token") {
                         return StatusCode::UNAUTHORIZED;
                     }
-                    received
-                        .lock()
-                        .unwrap()
-                        .extend(body.lines().map(str::to_string));
+                    received.lock().unwrap().extend(body.lines().map(str::to_string));
                     // Stored, but the answer is "lost": the sidecar must send it again.
                     if std::mem::take(&mut *lose.lock().unwrap()) {
                         return StatusCode::SERVICE_UNAVAILABLE;
@@ -453,32 +391,31 @@ impl Siem {
             loop {
                 match tokio::net::TcpListener::bind(addr).await {
                     Ok(l) => return l,
-                    Err(e) => assert!(
-                        Instant::now() < deadline,
-                        "cannot bind the SIEM to {addr}: {e}"
-                    ),
+                    Err(e) => assert!(Instant::now() < deadline, "cannot bind the SIEM to {addr}: {e}"),
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = self.rt.spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let stopped = async move {
+            let _ = rx.await;
+        };
+        let task = match self.tls.clone() {
+            Some(acceptor) => self.rt.spawn(async move {
+                let listener = TlsListener { tcp: listener, acceptor };
+                let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
+            }),
+            None => self.rt.spawn(async move {
+                let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
+            }),
+        };
         self.running = Some((tx, task));
     }
 
     fn stop(&mut self) {
         if let Some((tx, task)) = self.running.take() {
             let _ = tx.send(());
-            self.rt
-                .block_on(async { tokio::time::timeout(WAIT, task).await })
-                .expect("SIEM stops")
-                .unwrap();
+            self.rt.block_on(async { tokio::time::timeout(WAIT, task).await }).expect("SIEM stops").unwrap();
         }
     }
 
@@ -513,16 +450,7 @@ fn a_siem_that_stops_and_restarts_mid_stream_gets_every_record() {
     let sidecar = Sidecar::start(
         root,
         &keys,
-        &[
-            "--sink",
-            &sink,
-            "--sink-header-file",
-            &header,
-            "--retry-initial",
-            "50ms",
-            "--retry-max",
-            "300ms",
-        ],
+        &["--sink", &sink, "--sink-header-file", &header, "--retry-initial", "50ms", "--retry-max", "300ms"],
     );
 
     for n in 1..=20 {
@@ -532,17 +460,11 @@ fn a_siem_that_stops_and_restarts_mid_stream_gets_every_record() {
 
     siem.stop();
     for n in 21..=35 {
-        assert_eq!(
-            sidecar.post(&format!("{{\"n\":{n}}}")).0,
-            200,
-            "the sidecar spools while the SIEM is down"
-        );
+        assert_eq!(sidecar.post(&format!("{{\"n\":{n}}}")).0, 200, "the sidecar spools while the SIEM is down");
     }
     let batch: String = (36..=50).map(|n| format!("{{\"n\":{n}}}\n")).collect();
     assert_eq!(sidecar.post(&batch).0, 200);
-    wait_until("a logged delivery failure", || {
-        sidecar.stderr_text().contains("sink did not take")
-    });
+    wait_until("a logged delivery failure", || sidecar.stderr_text().contains("sink did not take"));
 
     // Back up, but the first answer is lost after the batch was stored.
     *siem.lose_next_answer.lock().unwrap() = true;
@@ -550,48 +472,24 @@ fn a_siem_that_stops_and_restarts_mid_stream_gets_every_record() {
     wait_until("all 50 records at the SIEM", || siem.by_seq().len() >= 50);
 
     let distinct = siem.by_seq();
-    assert_eq!(
-        distinct.keys().copied().collect::<Vec<_>>(),
-        (1..=50).collect::<Vec<_>>()
-    );
+    assert_eq!(distinct.keys().copied().collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
     for (seq, line) in &distinct {
-        assert_eq!(
-            field(line, "record")["n"].as_u64(),
-            Some(*seq),
-            "records keep their order"
-        );
+        assert_eq!(field(line, "record")["n"].as_u64(), Some(*seq), "records keep their order");
     }
     let all = siem.lines();
-    assert!(
-        all.len() > 50,
-        "the lost answer should have caused byte-identical duplicates"
-    );
+    assert!(all.len() > 50, "the lost answer should have caused byte-identical duplicates");
     // Duplicates are whole re-sent batches, so first arrivals are in seq order.
     let mut seen = std::collections::BTreeSet::new();
-    let firsts: Vec<u64> = all
-        .iter()
-        .map(|l| field(l, "seq").as_u64().unwrap())
-        .filter(|s| seen.insert(*s))
-        .collect();
+    let firsts: Vec<u64> = all.iter().map(|l| field(l, "seq").as_u64().unwrap()).filter(|s| seen.insert(*s)).collect();
     assert_eq!(firsts, (1..=50).collect::<Vec<_>>());
 
     let path = root.join("siem.jsonl");
-    std::fs::write(
-        &path,
-        distinct
-            .values()
-            .map(|l| format!("{l}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
+    std::fs::write(&path, distinct.values().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     let ok = verify(&path, Some(&keys));
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     assert!(text(&ok.stdout).starts_with("OK: 50 records"));
     let metrics = request(sidecar.addr, "GET", "/metrics", "").unwrap().1;
-    assert!(
-        metrics.contains("bulkhead_audit_delivered_lines_total"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("bulkhead_audit_delivered_lines_total"), "{metrics}");
     drop(sidecar);
     siem.stop();
 }
@@ -639,20 +537,14 @@ fn a_full_spool_refuses_new_records_loudly_and_loses_none() {
     }
     let (status, body) = refused.expect("a 4 KiB spool must fill up");
     assert_eq!(status, 503, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("spool is full"),
-        "{body}"
-    );
+    assert!(body["error"].as_str().unwrap().contains("spool is full"), "{body}");
     assert!(accepted >= 5, "only {accepted} records fitted in 4 KiB");
     let (_, raw) = request(sidecar.addr, "POST", "/v1/records", &record(999)).unwrap();
     assert!(raw.to_ascii_lowercase().contains("retry-after: 1"), "{raw}");
 
     // Loud: an ERROR log line and counters.
     wait_until("the spool-full error line", || {
-        sidecar
-            .stderr_text()
-            .lines()
-            .any(|l| l.contains("\"ERROR\"") && l.contains("audit spool is full"))
+        sidecar.stderr_text().lines().any(|l| l.contains("\"ERROR\"") && l.contains("audit spool is full"))
     });
     let metrics = request(sidecar.addr, "GET", "/metrics", "").unwrap().1;
     let counter = |name: &str| -> u64 {
@@ -662,43 +554,64 @@ fn a_full_spool_refuses_new_records_loudly_and_loses_none() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
-    assert!(
-        counter("bulkhead_audit_refused_lines_total") >= 2,
-        "{metrics}"
-    );
+    assert!(counter("bulkhead_audit_refused_lines_total") >= 2, "{metrics}");
     assert!(counter("bulkhead_audit_spool_full_total") >= 1, "{metrics}");
-    assert_eq!(
-        counter("bulkhead_audit_delivered_lines_total"),
-        0,
-        "{metrics}"
-    );
+    assert_eq!(counter("bulkhead_audit_delivered_lines_total"), 0, "{metrics}");
 
     // The SIEM comes up: everything accepted arrives, none of the refused.
     siem.start();
-    wait_until("the spooled records at the SIEM", || {
-        siem.by_seq().len() as u64 >= accepted
-    });
+    wait_until("the spooled records at the SIEM", || siem.by_seq().len() as u64 >= accepted);
     let (status, body) = sidecar.post(r#"{"n":"after"}"#);
-    assert_eq!(
-        (status, body["first_seq"].as_u64()),
-        (200, Some(accepted + 1)),
-        "{body}"
-    );
+    assert_eq!((status, body["first_seq"].as_u64()), (200, Some(accepted + 1)), "{body}");
     wait_until("the last record", || siem.by_seq().len() as u64 > accepted);
     let distinct = siem.by_seq();
-    assert_eq!(
-        distinct.keys().copied().collect::<Vec<_>>(),
-        (1..=accepted + 1).collect::<Vec<_>>()
-    );
+    assert_eq!(distinct.keys().copied().collect::<Vec<_>>(), (1..=accepted + 1).collect::<Vec<_>>());
     let path = root.join("siem.jsonl");
-    std::fs::write(
-        &path,
-        distinct
-            .values()
-            .map(|l| format!("{l}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
+    std::fs::write(&path, distinct.values().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let ok = verify(&path, Some(&keys));
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    drop(sidecar);
+    siem.stop();
+}
+
+#[test]
+fn an_https_siem_is_reached_with_the_given_ca_and_refused_with_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let keys = key_dir(root, "keys", &[("k1", 1)], "k1");
+    let token = root.join("siem-token");
+    std::fs::write(&token, "Bearer siem-token").unwrap();
+    let (ca_file, acceptor) = tls_siem_identity(root, "siem");
+    let (other_ca, _) = tls_siem_identity(root, "other");
+    let mut siem = Siem::new(free_port()).with_tls(acceptor);
+    siem.start();
+    let sink = format!("https://{}/ingest", siem.addr);
+    let header = format!("Authorization={}", token.display());
+
+    // Signed by a CA the sidecar was not told to trust: nothing is delivered, and it says why.
+    let wrong_root = root.join("wrong");
+    std::fs::create_dir(&wrong_root).unwrap();
+    let wrong_ca = other_ca.display().to_string();
+    let args = ["--sink", &sink, "--sink-ca", &wrong_ca, "--sink-header-file", &header, "--retry-max", "200ms"];
+    let wrong = Sidecar::start(&wrong_root, &keys, &args);
+    assert_eq!(wrong.post(r#"{"n":0}"#).0, 200);
+    wait_until("the TLS failure in the log", || {
+        let log = wrong.stderr_text();
+        log.contains("sink did not take") && log.to_lowercase().contains("certificate")
+    });
+    assert!(siem.lines().is_empty(), "a sidecar that does not trust the SIEM's CA sent records");
+    drop(wrong);
+
+    let ca = ca_file.display().to_string();
+    let args = ["--sink", &sink, "--sink-ca", &ca, "--sink-header-file", &header];
+    let sidecar = Sidecar::start(root, &keys, &args);
+    assert_eq!(sidecar.post(r#"{"n":1}"#).0, 200);
+    assert_eq!(sidecar.post("{\"n\":2}\n{\"n\":3}\n").0, 200);
+    wait_until("3 records over https", || siem.by_seq().len() >= 3);
+    let distinct = siem.by_seq();
+    assert_eq!(distinct.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    let path = root.join("siem.jsonl");
+    std::fs::write(&path, distinct.values().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     let ok = verify(&path, Some(&keys));
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     drop(sidecar);

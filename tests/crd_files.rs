@@ -34,10 +34,8 @@ fn plan_prints_every_object_of_an_example() {
     assert!(text.contains("name: bulkhead-default-deny"));
     assert!(text.contains("name: bulkhead-profile-admin-noexec"));
 
-    let bad = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-        .args(["plan", "-f", "/nonexistent/tenant.yaml"])
-        .output()
-        .unwrap();
+    let bad =
+        Command::new(env!("CARGO_BIN_EXE_bulkhead")).args(["plan", "-f", "/nonexistent/tenant.yaml"]).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read /nonexistent/tenant.yaml"));
 }

@@ -30,7 +30,8 @@ async fn apply(client: &Client, tenant: &Value) {
 }
 
 fn tenant(name: &str, shard: &str, spec: Value) -> Value {
-    let mut t = tenant_from("metadata: {name: x}\nspec:\n  namespaces: [{name: agents}, {name: payments}]\n", name, shard);
+    let mut t =
+        tenant_from("metadata: {name: x}\nspec:\n  namespaces: [{name: agents}, {name: payments}]\n", name, shard);
     if let Some(extra) = spec.as_object() {
         for (k, v) in extra {
             t["spec"][k] = v.clone();
@@ -51,7 +52,7 @@ async fn wait_secrets(client: &Client, name: &str, status: &str, reason: &str) -
             let t = api.get(name).await.ok()?;
             (t.status.as_ref()?.observed_generation == t.metadata.generation
                 && condition(&t, "SecretsReady")? == (status.to_string(), reason.to_string()))
-            .then_some(t)
+                .then_some(t)
         }
     })
     .await
@@ -77,10 +78,12 @@ async fn delete_tenant(client: &Client, name: &str) {
 }
 
 fn profiles(name: &str) -> Value {
-    json!(["admin", "developer", "auditor", "viewer"]
-        .iter()
-        .map(|p| json!({"kind": "User", "name": format!("{name}-{p}"), "profile": p}))
-        .collect::<Vec<_>>())
+    json!(
+        ["admin", "developer", "auditor", "viewer"]
+            .iter()
+            .map(|p| json!({"kind": "User", "name": format!("{name}-{p}"), "profile": p}))
+            .collect::<Vec<_>>()
+    )
 }
 
 #[tokio::test]
@@ -118,9 +121,8 @@ async fn keys_are_distinct_per_tenant_and_readable_only_where_needed() {
         let own = status_of(Api::<Secret>::namespaced(as_a.clone(), &format!("{a}-agents")).get("bulkhead-keys").await);
         let expect = if matches!(profile, "admin" | "developer") { 200 } else { 403 };
         assert_eq!(own, expect, "{profile} reading its own tenant's keys");
-        let source = status_of(
-            Api::<Secret>::namespaced(as_a, OPERATOR_NAMESPACE).get(&format!("bulkhead-keys-{a}")).await,
-        );
+        let source =
+            status_of(Api::<Secret>::namespaced(as_a, OPERATOR_NAMESPACE).get(&format!("bulkhead-keys-{a}")).await);
         assert_eq!(source, 403, "{profile} reads the operator's source Secret");
     }
 
@@ -270,10 +272,7 @@ async fn master_key_wraps_the_source_and_logs_never_hold_a_value() {
     let mk = dir.join("master.key");
     std::fs::write(&mk, base64::engine::general_purpose::STANDARD.encode([42u8; 32])).unwrap();
     let shard = unique("s");
-    let op = Operator::start_with(
-        &shard,
-        &[("BULKHEAD_MASTER_KEY_FILE", mk.to_str().unwrap()), ("RUST_LOG", "trace")],
-    );
+    let op = Operator::start_with(&shard, &[("BULKHEAD_MASTER_KEY_FILE", mk.to_str().unwrap()), ("RUST_LOG", "trace")]);
     let name = unique("m");
     let spec = json!({"secrets": {"generated": [{"name": "crm-db", "keys": ["password", "user"]}]}, "deletionPolicy": "Delete"});
     apply(&client, &tenant(&name, &shard, spec)).await;
@@ -304,7 +303,11 @@ async fn master_key_wraps_the_source_and_logs_never_hold_a_value() {
     }
     // Rotate, then erase, for a full lifecycle in the logs.
     Api::<Tenant>::all(client.clone())
-        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"bulkhead.dev/rotate-keys": "1"}}})))
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"bulkhead.dev/rotate-keys": "1"}}})),
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -115,14 +115,46 @@ async fn crd_rejects_malformed_tenants_with_clear_messages() {
         ("ok", json!({"namespaces": [{"name": "Bad_Name"}]}), "spec.namespaces[0].name"),
         ("ok", json!({"namespaces": [{"name": "a"}, {"name": "a"}]}), "Duplicate value"),
         ("ok", json!({"namespaces": [{"name": "a", "labels": {"bulkhead.dev/tenant": "other"}}]}), "set by bulkhead"),
-        ("ok", json!({"namespaces": [{"name": "a"}], "network": {"egressTo": [{"cidr": "300.0.0.0/8"}]}}), "valid CIDR"),
-        ("ok", json!({"namespaces": [{"name": "a"}], "network": {"egressTo": [{"cidr": "10.0.0.0/8", "namespaces": ["x"]}]}}), "either namespaces or one cidr"),
-        ("ok", json!({"namespaces": [{"name": "a"}], "network": {"ingressFrom": [{"cidr": "10.0.0.0/8", "ports": [{"port": 70000}]}]}}), "65535"),
-        ("ok", json!({"namespaces": [{"name": "a"}], "access": [{"kind": "User", "name": "u", "profile": "root"}]}), "Unsupported value: \"root\""),
-        ("ok", json!({"namespaces": [{"name": "a"}], "access": [{"kind": "ServiceAccount", "name": "ci", "namespace": "globex-a", "profile": "viewer"}]}), "this tenant's own namespaces"),
-        ("ok", json!({"namespaces": [{"name": "a"}], "access": [{"kind": "ServiceAccount", "name": "ci", "profile": "viewer"}]}), "namespace is required for ServiceAccount"),
-        ("ok", json!({"namespaces": [{"name": "a"}], "compliance": ["PCI-DSS"], "podSecurity": "baseline"}), "PCI-DSS requires podSecurity: restricted"),
-        ("ok", json!({"namespaces": [{"name": "a"}], "compliance": ["GDPR"], "network": {"isolation": "None"}}), "require network.isolation: Strict"),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "network": {"egressTo": [{"cidr": "300.0.0.0/8"}]}}),
+            "valid CIDR",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "network": {"egressTo": [{"cidr": "10.0.0.0/8", "namespaces": ["x"]}]}}),
+            "either namespaces or one cidr",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "network": {"ingressFrom": [{"cidr": "10.0.0.0/8", "ports": [{"port": 70000}]}]}}),
+            "65535",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "access": [{"kind": "User", "name": "u", "profile": "root"}]}),
+            "Unsupported value: \"root\"",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "access": [{"kind": "ServiceAccount", "name": "ci", "namespace": "globex-a", "profile": "viewer"}]}),
+            "this tenant's own namespaces",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "access": [{"kind": "ServiceAccount", "name": "ci", "profile": "viewer"}]}),
+            "namespace is required for ServiceAccount",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "compliance": ["PCI-DSS"], "podSecurity": "baseline"}),
+            "PCI-DSS requires podSecurity: restricted",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "compliance": ["GDPR"], "network": {"isolation": "None"}}),
+            "require network.isolation: Strict",
+        ),
         ("ok", json!({"namespaces": [{"name": "a"}], "quota": {"hard": {"pods": "lots"}}}), "spec.quota.hard.pods"),
     ];
     // Untyped, so the apiserver (not serde) judges values the Rust types could not even hold.
@@ -203,8 +235,12 @@ async fn tenant_converges_with_every_control() {
     let crb = Api::<ClusterRoleBinding>::all(client.clone()).get(&format!("bulkhead-tenant-{name}")).await.unwrap();
     assert_eq!(crb.subjects.unwrap().len(), 3);
     let events = op.security_events();
-    assert!(events.iter().any(|e| e["event"]["action"] == "tenant-created" && e["bulkhead"]["tenant"] == name.as_str()));
-    assert!(events.iter().any(|e| e["event"]["action"] == "access-granted" && e["bulkhead"]["tenant"] == name.as_str()));
+    assert!(
+        events.iter().any(|e| e["event"]["action"] == "tenant-created" && e["bulkhead"]["tenant"] == name.as_str())
+    );
+    assert!(
+        events.iter().any(|e| e["event"]["action"] == "access-granted" && e["bulkhead"]["tenant"] == name.as_str())
+    );
     delete_tenant(&client, &name).await;
 }
 
@@ -256,7 +292,8 @@ async fn profiles_are_enforced_by_the_real_rbac() {
         // Work inside the own tenant.
         let (code, msg) = api_status(Api::<ConfigMap>::namespaced(c.clone(), &a_ns).create(&dry(), &cm).await);
         assert_eq!(code == 200, writer, "{profile} create configmap: {code} {msg}");
-        let fresh: Secret = serde_json::from_value(json!({"metadata": {"name": "new"}, "stringData": {"k": "v"}})).unwrap();
+        let fresh: Secret =
+            serde_json::from_value(json!({"metadata": {"name": "new"}, "stringData": {"k": "v"}})).unwrap();
         let (code, msg) = api_status(Api::<Secret>::namespaced(c.clone(), &a_ns).create(&dry(), &fresh).await);
         assert_eq!(code == 200, writer, "{profile} create secret: {code} {msg}");
         let (code, _) = api_status(Api::<Deployment>::namespaced(c.clone(), &a_ns).create(&dry(), &deploy).await);
@@ -285,17 +322,27 @@ async fn profiles_are_enforced_by_the_real_rbac() {
         // Quota, limits and namespace labels are out of reach.
         let rqs = Api::<ResourceQuota>::namespaced(c.clone(), &a_ns);
         let patch = Patch::Merge(json!({"spec": {"hard": {"pods": "1000"}}}));
-        assert_eq!(api_status(rqs.patch("bulkhead-quota", &PatchParams::default(), &patch).await).0, 403, "{profile} edits quota");
-        assert_eq!(api_status(rqs.delete("bulkhead-quota", &DeleteParams::default()).await).0, 403, "{profile} deletes quota");
+        assert_eq!(
+            api_status(rqs.patch("bulkhead-quota", &PatchParams::default(), &patch).await).0,
+            403,
+            "{profile} edits quota"
+        );
+        assert_eq!(
+            api_status(rqs.delete("bulkhead-quota", &DeleteParams::default()).await).0,
+            403,
+            "{profile} deletes quota"
+        );
         let lrs = Api::<LimitRange>::namespaced(c.clone(), &a_ns);
         assert_eq!(api_status(lrs.delete("bulkhead-limits", &DeleteParams::default()).await).0, 403);
         let relabel = Patch::Merge(json!({"metadata": {"labels": {"bulkhead.dev/tenant": b}}}));
-        let (code, _) = api_status(Api::<Namespace>::all(c.clone()).patch(&a_ns, &PatchParams::default(), &relabel).await);
+        let (code, _) =
+            api_status(Api::<Namespace>::all(c.clone()).patch(&a_ns, &PatchParams::default(), &relabel).await);
         assert_eq!(code, 403, "{profile} relabels its namespace");
         // Events for the auditor, NetworkPolicies for the admin only.
         let (code, _) = api_status(Api::<Event>::namespaced(c.clone(), &a_ns).list(&ListParams::default()).await);
         assert_eq!(code == 200, matches!(*profile, "admin" | "developer" | "auditor"), "{profile} lists events");
-        let np: NetworkPolicy = serde_json::from_value(json!({"metadata": {"name": "mine"}, "spec": {"podSelector": {}}})).unwrap();
+        let np: NetworkPolicy =
+            serde_json::from_value(json!({"metadata": {"name": "mine"}, "spec": {"podSelector": {}}})).unwrap();
         let (code, _) = api_status(Api::<NetworkPolicy>::namespaced(c.clone(), &a_ns).create(&dry(), &np).await);
         assert_eq!(code == 200, *profile == "admin", "{profile} creates a NetworkPolicy");
     }
@@ -357,19 +404,17 @@ async fn drift_on_every_managed_kind_is_repaired() {
     let lrs: Api<LimitRange> = Api::namespaced(client.clone(), &ns);
     lrs.delete("bulkhead-limits", &DeleteParams::default()).await.unwrap();
     let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-    let rb_name = rbs
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=bulkhead"))
-        .await
-        .unwrap()
-        .items[0]
-        .name_any();
+    let rb_name = rbs.list(&ListParams::default().labels("app.kubernetes.io/managed-by=bulkhead")).await.unwrap().items
+        [0]
+    .name_any();
     rbs.delete(&rb_name, &DeleteParams::default()).await.unwrap();
     let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
     crbs.delete(&format!("bulkhead-tenant-{name}"), &DeleteParams::default()).await.unwrap();
     let profile_roles: Api<ClusterRole> = Api::all(client.clone());
     profile_roles.delete("bulkhead-profile-viewer", &DeleteParams::default()).await.unwrap();
     wait_for("deleted objects to be restored", WAIT, || {
-        let (nps, rqs, lrs, rbs, crbs, prs) = (nps.clone(), rqs.clone(), lrs.clone(), rbs.clone(), crbs.clone(), profile_roles.clone());
+        let (nps, rqs, lrs, rbs, crbs, prs) =
+            (nps.clone(), rqs.clone(), lrs.clone(), rbs.clone(), crbs.clone(), profile_roles.clone());
         let (rb_name, crb) = (rb_name.clone(), format!("bulkhead-tenant-{name}"));
         async move {
             rv_of(&nps, "bulkhead-default-deny").await?;
@@ -387,17 +432,26 @@ async fn drift_on_every_managed_kind_is_repaired() {
     nps.patch("bulkhead-allow", &pp, &Patch::Merge(json!({"spec": {"ingress": [{}]}}))).await.unwrap();
     rqs.patch("bulkhead-quota", &pp, &Patch::Merge(json!({"spec": {"hard": {"pods": "999"}}}))).await.unwrap();
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.patch(&ns, &pp, &Patch::Merge(json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})))
-        .await
-        .unwrap();
+    nss.patch(
+        &ns,
+        &pp,
+        &Patch::Merge(json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})),
+    )
+    .await
+    .unwrap();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
     sas.patch("default", &pp, &Patch::Merge(json!({"automountServiceAccountToken": true}))).await.unwrap();
     profile_roles
-        .patch("bulkhead-profile-viewer", &pp, &Patch::Merge(json!({"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})))
+        .patch(
+            "bulkhead-profile-viewer",
+            &pp,
+            &Patch::Merge(json!({"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})),
+        )
         .await
         .unwrap();
     wait_for("edited objects to be restored", WAIT, || {
-        let (nps, rqs, nss, sas, prs, ns) = (nps.clone(), rqs.clone(), nss.clone(), sas.clone(), profile_roles.clone(), ns.clone());
+        let (nps, rqs, nss, sas, prs, ns) =
+            (nps.clone(), rqs.clone(), nss.clone(), sas.clone(), profile_roles.clone(), ns.clone());
         async move {
             let allow = nps.get("bulkhead-allow").await.ok()?;
             let ingress = allow.spec?.ingress?;
@@ -445,7 +499,8 @@ async fn namespaces_held_elsewhere_are_never_taken() {
     let name = unique("c");
     let foreign = format!("{name}-taken");
     let nss: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": foreign, "labels": {"owner": "someone-else"}}})).unwrap();
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": foreign, "labels": {"owner": "someone-else"}}})).unwrap();
     nss.create(&PostParams::default(), &ns).await.unwrap();
     let mut tenant = basic(&name, &op.shard, json!({}));
     tenant["spec"]["namespaces"] = json!([{"name": "agents"}, {"name": "taken"}]);
@@ -463,7 +518,10 @@ async fn namespaces_held_elsewhere_are_never_taken() {
     let nps = Api::<NetworkPolicy>::namespaced(client.clone(), &foreign).list(&ListParams::default()).await.unwrap();
     assert!(nps.items.is_empty());
     // The allow-list never names the namespace it does not hold.
-    let allow = Api::<NetworkPolicy>::namespaced(client.clone(), &format!("{name}-agents")).get("bulkhead-allow").await.unwrap();
+    let allow = Api::<NetworkPolicy>::namespaced(client.clone(), &format!("{name}-agents"))
+        .get("bulkhead-allow")
+        .await
+        .unwrap();
     assert!(!serde_json::to_string(&allow.spec).unwrap().contains(&foreign));
     assert!(op.security_events().iter().any(|e| e["event"]["action"] == "namespace-conflict"));
     delete_tenant(&client, &name).await;
@@ -481,9 +539,13 @@ async fn a_relabelled_namespace_is_repaired_and_never_pruned_by_another_tenant()
     wait_ready(&client, &eraser).await;
     let victim = format!("{keeper}-agents");
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.patch(&victim, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"bulkhead.dev/tenant": eraser}}})))
-        .await
-        .unwrap();
+    nss.patch(
+        &victim,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"bulkhead.dev/tenant": eraser}}})),
+    )
+    .await
+    .unwrap();
     wait_for("the keeper to take its label back", WAIT, || {
         let nss = nss.clone();
         let (victim, keeper) = (victim.clone(), keeper.clone());
@@ -512,7 +574,8 @@ async fn namespaces_leaving_the_spec_follow_the_deletion_policy() {
         apply_tenant(&client, &tenant).await;
         wait_ready(&client, &name).await;
         let leaving = format!("{name}-payments");
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "customer-data"}, "data": {"k": "v"}})).unwrap();
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "customer-data"}, "data": {"k": "v"}})).unwrap();
         Api::<ConfigMap>::namespaced(client.clone(), &leaving).create(&PostParams::default(), &cm).await.unwrap();
         tenant["spec"]["namespaces"] = json!([{"name": "agents"}]);
         apply_tenant(&client, &tenant).await;
@@ -532,9 +595,11 @@ async fn namespaces_leaving_the_spec_follow_the_deletion_policy() {
             assert!(ns.metadata.deletion_timestamp.is_none());
             let data = Api::<ConfigMap>::namespaced(client.clone(), &leaving).get("customer-data").await;
             assert!(data.is_ok(), "data kept");
-            let rbs = Api::<RoleBinding>::namespaced(client.clone(), &leaving).list(&ListParams::default()).await.unwrap();
+            let rbs =
+                Api::<RoleBinding>::namespaced(client.clone(), &leaving).list(&ListParams::default()).await.unwrap();
             assert!(rbs.items.iter().all(|rb| !rb.name_any().starts_with("bulkhead-")), "access revoked");
-            let nps = Api::<NetworkPolicy>::namespaced(client.clone(), &leaving).list(&ListParams::default()).await.unwrap();
+            let nps =
+                Api::<NetworkPolicy>::namespaced(client.clone(), &leaving).list(&ListParams::default()).await.unwrap();
             assert_eq!(nps.items.len(), 2, "isolation stays until an admin removes it");
             assert!(op.security_events().iter().any(|e| e["event"]["action"] == "namespace-released"));
         } else {
@@ -556,7 +621,11 @@ async fn deleting_a_tenant_retains_or_erases() {
     let nss: Api<Namespace> = Api::all(client.clone());
     let kept = unique("r");
     let erased = unique("x");
-    apply_tenant(&client, &basic(&kept, &op.shard, json!({"access": [{"kind": "User", "name": "u", "profile": "viewer"}]}))).await;
+    apply_tenant(
+        &client,
+        &basic(&kept, &op.shard, json!({"access": [{"kind": "User", "name": "u", "profile": "viewer"}]})),
+    )
+    .await;
     apply_tenant(&client, &basic(&erased, &op.shard, json!({"deletionPolicy": "Delete"}))).await;
     wait_ready(&client, &kept).await;
     wait_ready(&client, &erased).await;
@@ -573,8 +642,12 @@ async fn deleting_a_tenant_retains_or_erases() {
         Ok(None)
     ));
     let events = op.security_events();
-    assert!(events.iter().any(|e| e["event"]["action"] == "tenant-released" && e["bulkhead"]["tenant"] == kept.as_str()));
-    assert!(events.iter().any(|e| e["event"]["action"] == "tenant-erased" && e["bulkhead"]["tenant"] == erased.as_str()));
+    assert!(
+        events.iter().any(|e| e["event"]["action"] == "tenant-released" && e["bulkhead"]["tenant"] == kept.as_str())
+    );
+    assert!(
+        events.iter().any(|e| e["event"]["action"] == "tenant-erased" && e["bulkhead"]["tenant"] == erased.as_str())
+    );
 }
 
 /// Resource versions of everything a tenant owns, plus the Tenant itself.

@@ -201,12 +201,7 @@ pub struct NetworkSpec {
 
 impl Default for NetworkSpec {
     fn default() -> Self {
-        Self {
-            isolation: Isolation::Strict,
-            allow_dns: true,
-            ingress_from: Vec::new(),
-            egress_to: Vec::new(),
-        }
+        Self { isolation: Isolation::Strict, allow_dns: true, ingress_from: Vec::new(), egress_to: Vec::new() }
     }
 }
 
@@ -232,7 +227,10 @@ pub enum Isolation {
 pub struct NetworkPeer {
     /// Namespaces by name (matched on the apiserver-set `kubernetes.io/metadata.name` label, which cannot be spoofed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    )]
     pub namespaces: Option<Vec<String>>,
 
     /// An IPv4 or IPv6 CIDR.

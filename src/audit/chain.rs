@@ -34,10 +34,7 @@ pub struct ChainState {
 
 impl Default for ChainState {
     fn default() -> Self {
-        Self {
-            seq: 0,
-            prev: GENESIS,
-        }
+        Self { seq: 0, prev: GENESIS }
     }
 }
 
@@ -63,15 +60,9 @@ impl ChainState {
         let mut obj = Map::new();
         obj.insert(field::RECORD.into(), Value::Object(record));
         obj.insert(field::TENANT.into(), Value::String(who.tenant.clone()));
-        obj.insert(
-            field::NAMESPACE.into(),
-            Value::String(who.namespace.clone()),
-        );
+        obj.insert(field::NAMESPACE.into(), Value::String(who.namespace.clone()));
         obj.insert(field::POD.into(), Value::String(who.pod.clone()));
-        obj.insert(
-            field::CONTAINER.into(),
-            Value::String(who.container.clone()),
-        );
+        obj.insert(field::CONTAINER.into(), Value::String(who.container.clone()));
         obj.insert(field::SEQ.into(), Value::from(seq));
         obj.insert(field::TIME.into(), Value::String(time.to_string()));
         obj.insert(field::PREV.into(), Value::String(hex::encode(self.prev)));
@@ -94,20 +85,13 @@ impl ChainState {
         let value: Value = serde_json::from_str(line).ok()?;
         let seq = value.get(field::SEQ)?.as_u64()?;
         let who = identity_of(value.as_object()?).ok()?;
-        Some((
-            who,
-            ChainState {
-                seq,
-                prev: Sha256::digest(canonical_bytes(&value)).into(),
-            },
-        ))
+        Some((who, ChainState { seq, prev: Sha256::digest(canonical_bytes(&value)).into() }))
     }
 }
 
 fn sign(key: &SigningKey, bytes: &[u8]) -> Hash {
     // HMAC accepts keys of any length, so this cannot fail for 32 bytes.
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key.bytes()).expect("HMAC takes any key length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.bytes()).expect("HMAC takes any key length");
     mac.update(bytes);
     mac.finalize().into_bytes().into()
 }
@@ -184,23 +168,14 @@ impl<'k> Verifier<'k> {
     /// A verifier; without keys it checks links and sequence numbers only.
     /// `partial` accepts chains that start after seq 1 (an excerpt).
     pub fn new(keys: Option<&'k KeyRing>, partial: bool) -> Self {
-        Self {
-            keys,
-            partial,
-            chains: HashMap::new(),
-            key_ids: BTreeSet::new(),
-            records: 0,
-        }
+        Self { keys, partial, chains: HashMap::new(), key_ids: BTreeSet::new(), records: 0 }
     }
 
     /// Checks the next record; on success it becomes the head of its chain.
     pub fn check(&mut self, line: &str) -> Result<(), BreakReason> {
-        let value: Value =
-            serde_json::from_str(line).map_err(|e| BreakReason::NotJson(e.to_string()))?;
+        let value: Value = serde_json::from_str(line).map_err(|e| BreakReason::NotJson(e.to_string()))?;
         let Value::Object(mut obj) = value else {
-            return Err(BreakReason::NotJson(
-                "the line is JSON but not an object".into(),
-            ));
+            return Err(BreakReason::NotJson("the line is JSON but not an object".into()));
         };
         let sig_hex = match obj.remove(field::SIG) {
             Some(Value::String(s)) => s,
@@ -208,20 +183,14 @@ impl<'k> Verifier<'k> {
         };
         let sig = decode_hash(&sig_hex).ok_or(BreakReason::Field(field::SIG))?;
         let who = identity_of(&obj)?;
-        let seq = obj
-            .get(field::SEQ)
-            .and_then(Value::as_u64)
-            .ok_or(BreakReason::Field(field::SEQ))?;
+        let seq = obj.get(field::SEQ).and_then(Value::as_u64).ok_or(BreakReason::Field(field::SEQ))?;
         let prev = obj
             .get(field::PREV)
             .and_then(Value::as_str)
             .and_then(decode_hash)
             .ok_or(BreakReason::Field(field::PREV))?;
-        let key_id = obj
-            .get(field::KEY_ID)
-            .and_then(Value::as_str)
-            .ok_or(BreakReason::Field(field::KEY_ID))?
-            .to_string();
+        let key_id =
+            obj.get(field::KEY_ID).and_then(Value::as_str).ok_or(BreakReason::Field(field::KEY_ID))?.to_string();
         obj.get(field::TIME)
             .and_then(Value::as_str)
             .and_then(|t| t.parse::<jiff::Timestamp>().ok())
@@ -232,9 +201,7 @@ impl<'k> Verifier<'k> {
 
         let mut value = Value::Object(obj);
         if let Some(keys) = self.keys {
-            let key = keys
-                .get(&key_id)
-                .ok_or_else(|| BreakReason::UnknownKey(key_id.clone()))?;
+            let key = keys.get(&key_id).ok_or_else(|| BreakReason::UnknownKey(key_id.clone()))?;
             if !check_sig(key, &canonical_bytes(&value), &sig) {
                 return Err(BreakReason::Signature(key_id));
             }
@@ -243,11 +210,7 @@ impl<'k> Verifier<'k> {
         match self.chains.get(&who) {
             Some(state) => {
                 if seq != state.seq + 1 {
-                    return Err(BreakReason::Seq {
-                        last: state.seq,
-                        expected: state.seq + 1,
-                        found: seq,
-                    });
+                    return Err(BreakReason::Seq { last: state.seq, expected: state.seq + 1, found: seq });
                 }
                 if prev != state.prev {
                     return Err(BreakReason::Link);
@@ -256,10 +219,7 @@ impl<'k> Verifier<'k> {
             None if self.partial => {}
             None => {
                 if seq != 1 {
-                    return Err(BreakReason::MissingStart {
-                        who: who.to_string(),
-                        seq,
-                    });
+                    return Err(BreakReason::MissingStart { who: who.to_string(), seq });
                 }
                 if prev != GENESIS {
                     return Err(BreakReason::Link);
@@ -284,11 +244,7 @@ impl<'k> Verifier<'k> {
 
     /// Each chain seen and its last seq, sorted by identity.
     pub fn chains(&self) -> Vec<(Identity, u64)> {
-        let mut out: Vec<_> = self
-            .chains
-            .iter()
-            .map(|(k, v)| (k.clone(), v.seq))
-            .collect();
+        let mut out: Vec<_> = self.chains.iter().map(|(k, v)| (k.clone(), v.seq)).collect();
         out.sort();
         out
     }
@@ -305,12 +261,8 @@ impl<'k> Verifier<'k> {
 }
 
 fn identity_of(obj: &Map<String, Value>) -> Result<Identity, BreakReason> {
-    let get = |name: &'static str| {
-        obj.get(name)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or(BreakReason::Field(name))
-    };
+    let get =
+        |name: &'static str| obj.get(name).and_then(Value::as_str).map(str::to_string).ok_or(BreakReason::Field(name));
     Ok(Identity {
         tenant: get(field::TENANT)?,
         namespace: get(field::NAMESPACE)?,
@@ -332,34 +284,21 @@ mod tests {
     use serde_json::json;
 
     fn who() -> Identity {
-        Identity {
-            tenant: "acme".into(),
-            namespace: "acme-calls".into(),
-            pod: "ivr-0".into(),
-            container: "app".into(),
-        }
+        Identity { tenant: "acme".into(), namespace: "acme-calls".into(), pod: "ivr-0".into(), container: "app".into() }
     }
 
     fn key(id: &str, b: u8) -> SigningKey {
         SigningKey::new(id, [b; 32]).unwrap()
     }
 
-    fn chain_of(
-        records: &[Map<String, Value>],
-        keys: &[SigningKey],
-        rotate_at: usize,
-    ) -> Vec<String> {
+    fn chain_of(records: &[Map<String, Value>], keys: &[SigningKey], rotate_at: usize) -> Vec<String> {
         let mut state = ChainState::default();
         let t = jiff::Timestamp::from_second(1_700_000_000).unwrap();
         records
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let k = if i < rotate_at {
-                    &keys[0]
-                } else {
-                    &keys[keys.len() - 1]
-                };
+                let k = if i < rotate_at { &keys[0] } else { &keys[keys.len() - 1] };
                 state.seal(&who(), k, t, r.clone()).line
             })
             .collect()
@@ -383,9 +322,7 @@ mod tests {
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
             any::<u64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
             ".{0,12}".prop_map(Value::from),
         ]
     }
@@ -394,15 +331,13 @@ mod tests {
         json_leaf().prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map(".{0,6}", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map(".{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }
 
     fn record() -> impl Strategy<Value = Map<String, Value>> {
-        prop::collection::btree_map("[a-z_é]{1,8}", json_value(), 0..5)
-            .prop_map(|m| m.into_iter().collect())
+        prop::collection::btree_map("[a-z_é]{1,8}", json_value(), 0..5).prop_map(|m| m.into_iter().collect())
     }
 
     fn records() -> impl Strategy<Value = Vec<Map<String, Value>>> {
@@ -413,18 +348,7 @@ mod tests {
     fn edit(line: &str, which: usize, salt: u64) -> String {
         let mut v: Value = serde_json::from_str(line).unwrap();
         let obj = v.as_object_mut().unwrap();
-        let fields = [
-            "record",
-            "tenant",
-            "namespace",
-            "pod",
-            "container",
-            "seq",
-            "time",
-            "prev",
-            "key_id",
-            "sig",
-        ];
+        let fields = ["record", "tenant", "namespace", "pod", "container", "seq", "time", "prev", "key_id", "sig"];
         let f = fields[which % fields.len()];
         let new = match f {
             "record" => {
@@ -575,10 +499,7 @@ mod tests {
         let k = key("k1", 1);
         let t = jiff::Timestamp::UNIX_EPOCH;
         let (mut a, mut b) = (ChainState::default(), ChainState::default());
-        let other = Identity {
-            pod: "ivr-1".into(),
-            ..who()
-        };
+        let other = Identity { pod: "ivr-1".into(), ..who() };
         let lines = vec![
             a.seal(&who(), &k, t, Map::new()).line,
             b.seal(&other, &k, t, Map::new()).line,
@@ -588,26 +509,15 @@ mod tests {
         assert_eq!(verify(&lines, Some(&ring_k1())), Ok(4));
         // Moving a record into another pod's chain is caught by its signature.
         let moved = lines[2].replace("ivr-0", "ivr-1");
-        let err = verify(
-            &[lines[0].clone(), lines[1].clone(), moved],
-            Some(&ring_k1()),
-        )
-        .unwrap_err();
+        let err = verify(&[lines[0].clone(), lines[1].clone(), moved], Some(&ring_k1())).unwrap_err();
         assert_eq!(err.0, 2);
     }
 
     #[test]
     fn a_chain_must_start_at_one_unless_partial() {
-        let lines = chain_of(
-            &[Map::new(), Map::new(), Map::new()],
-            &[key("k1", 1)],
-            usize::MAX,
-        );
+        let lines = chain_of(&[Map::new(), Map::new(), Map::new()], &[key("k1", 1)], usize::MAX);
         let tail = &lines[1..];
-        assert!(matches!(
-            verify(tail, Some(&ring_k1())),
-            Err((0, BreakReason::MissingStart { seq: 2, .. }))
-        ));
+        assert!(matches!(verify(tail, Some(&ring_k1())), Err((0, BreakReason::MissingStart { seq: 2, .. }))));
         let ring = ring_k1();
         let mut v = Verifier::new(Some(&ring), true);
         for l in tail {
@@ -619,14 +529,16 @@ mod tests {
     #[test]
     fn sealed_lines_are_canonical_and_recoverable() {
         let mut state = ChainState::default();
-        let rec = json!({"z": 1, "a": {"y": [1.5, "x"]}})
-            .as_object()
-            .cloned()
-            .unwrap();
+        let rec = json!({"z": 1, "a": {"y": [1.5, "x"]}}).as_object().cloned().unwrap();
         let s = state.seal(&who(), &key("k1", 1), jiff::Timestamp::UNIX_EPOCH, rec);
         let v: Value = serde_json::from_str(&s.line).unwrap();
         assert_eq!(canonical_bytes(&v), s.line.as_bytes());
-        assert!(s.line.starts_with(r#"{"container":"app","key_id":"k1","namespace":"acme-calls","pod":"ivr-0","prev":"0000"#), "{}", s.line);
+        assert!(
+            s.line
+                .starts_with(r#"{"container":"app","key_id":"k1","namespace":"acme-calls","pod":"ivr-0","prev":"0000"#),
+            "{}",
+            s.line
+        );
         let (id, recovered) = ChainState::after_line(&s.line).unwrap();
         assert_eq!((id, recovered), (who(), state));
     }

@@ -28,11 +28,7 @@ pub struct SidecarArgs {
 #[derive(Args, Debug)]
 pub struct SidecarOptions {
     /// Directory of the mounted bulkhead-keys Secret (audit-key-id, audit-key.<id>).
-    #[arg(
-        long,
-        env = "BULKHEAD_AUDIT_KEYS",
-        default_value = "/var/run/bulkhead/keys"
-    )]
+    #[arg(long, env = "BULKHEAD_AUDIT_KEYS", default_value = "/var/run/bulkhead/keys")]
     pub keys: PathBuf,
     /// Loopback address for `POST /v1/records`.
     #[arg(long, env = "BULKHEAD_AUDIT_LISTEN", default_value = "127.0.0.1:8089")]
@@ -50,11 +46,7 @@ pub struct SidecarOptions {
     #[arg(long = "sink-header-file", value_name = "NAME=PATH", value_parser = parse_header_file)]
     pub sink_header_file: Vec<(http::HeaderName, PathBuf)>,
     /// Directory for the spool, the chain state and file read positions (an emptyDir).
-    #[arg(
-        long,
-        env = "BULKHEAD_AUDIT_SPOOL_DIR",
-        default_value = "/var/run/bulkhead/audit-spool"
-    )]
+    #[arg(long, env = "BULKHEAD_AUDIT_SPOOL_DIR", default_value = "/var/run/bulkhead/audit-spool")]
     pub spool_dir: PathBuf,
     /// Bound on undelivered bytes in the spool (suffixes Ki, Mi, Gi allowed).
     #[arg(long, default_value = "64Mi", value_parser = parse_size)]
@@ -146,11 +138,8 @@ fn parse_sink(s: &str) -> Result<SinkTarget, String> {
 }
 
 fn parse_header_file(s: &str) -> Result<(http::HeaderName, PathBuf), String> {
-    let (name, path) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not NAME=PATH"))?;
-    let name = http::HeaderName::try_from(name)
-        .map_err(|_| format!("{name:?} is not an HTTP header name"))?;
+    let (name, path) = s.split_once('=').ok_or_else(|| format!("{s:?} is not NAME=PATH"))?;
+    let name = http::HeaderName::try_from(name).map_err(|_| format!("{name:?} is not an HTTP header name"))?;
     if path.is_empty() {
         return Err(format!("no file given for header {name}"));
     }
@@ -175,9 +164,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses a duration: `250ms`, `30s`, `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: jiff::SignedDuration = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: use e.g. 250ms, 30s or 2m"))?;
+    let d: jiff::SignedDuration =
+        s.parse().map_err(|_| format!("{s:?} is not a duration: use e.g. 250ms, 30s or 2m"))?;
     Duration::try_from(d).map_err(|_| format!("{s:?} is negative"))
 }
 
@@ -192,26 +180,14 @@ pub fn run_sidecar(args: SidecarArgs) -> Result<(), String> {
     } else if args.sink_ca.is_some() || !args.sink_header_file.is_empty() {
         return Err("--sink-ca and --sink-header-file only apply to an http(s) sink".into());
     }
-    let spool = SpoolConfig {
-        dir: args.spool_dir,
-        max_bytes: args.spool_max_bytes,
-        when_full: args.spool_full,
-    };
+    let spool = SpoolConfig { dir: args.spool_dir, max_bytes: args.spool_max_bytes, when_full: args.spool_full };
     let mut shipper = ShipperConfig::new("audit", target, spool);
     shipper.batch_max_lines = args.batch_max_lines.max(1);
     shipper.batch_max_bytes = usize::try_from(args.batch_max_bytes).unwrap_or(usize::MAX);
-    shipper.backoff = Backoff {
-        initial: args.retry_initial,
-        max: args.retry_max.max(args.retry_initial),
-    };
+    shipper.backoff = Backoff { initial: args.retry_initial, max: args.retry_max.max(args.retry_initial) };
     shipper.request_timeout = args.sink_timeout;
     let config = SidecarConfig {
-        identity: Identity {
-            tenant: args.tenant,
-            namespace: args.namespace,
-            pod: args.pod,
-            container: args.container,
-        },
+        identity: Identity { tenant: args.tenant, namespace: args.namespace, pod: args.pod, container: args.container },
         keys_dir: args.keys,
         listen: args.listen,
         follow: args.follow,
@@ -226,8 +202,7 @@ pub fn run_sidecar(args: SidecarArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    rt.block_on(sidecar::run(config, shutdown_signal()))
-        .map_err(|e| e.to_string())
+    rt.block_on(sidecar::run(config, shutdown_signal())).map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {
@@ -265,8 +240,7 @@ fn run_verify(args: VerifyArgs) -> Result<(), String> {
     let result = if name == "-" {
         verify::verify_reader(std::io::stdin().lock(), keys.as_ref(), args.partial)
     } else {
-        let file =
-            std::fs::File::open(&args.file).map_err(|e| format!("cannot open {name}: {e}"))?;
+        let file = std::fs::File::open(&args.file).map_err(|e| format!("cannot open {name}: {e}"))?;
         verify::verify_reader(BufReader::new(file), keys.as_ref(), args.partial)
     };
     match result {
@@ -348,9 +322,6 @@ mod tests {
     #[test]
     fn bench_reports_figures() {
         let out = bench(50);
-        assert!(
-            out.contains("records/s") && !out.contains("did not verify"),
-            "{out}"
-        );
+        assert!(out.contains("records/s") && !out.contains("did not verify"), "{out}");
     }
 }

@@ -87,15 +87,9 @@ impl Submitter {
     }
 
     /// Seals `records` as consecutive records of the chain.
-    pub async fn submit(
-        &self,
-        records: Vec<Map<String, Value>>,
-    ) -> Result<SealedRange, IntakeError> {
+    pub async fn submit(&self, records: Vec<Map<String, Value>>) -> Result<SealedRange, IntakeError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(ChainRequest { records, reply })
-            .await
-            .map_err(|_| IntakeError::Closed)?;
+        self.tx.send(ChainRequest { records, reply }).await.map_err(|_| IntakeError::Closed)?;
         rx.await.map_err(|_| IntakeError::Closed)?
     }
 }
@@ -121,22 +115,13 @@ struct HttpState {
 }
 
 /// The intake HTTP API (see the module documentation).
-pub fn router(
-    submitter: Submitter,
-    sink: Arc<SinkStats>,
-    intake: Arc<IntakeStats>,
-    max_body_bytes: usize,
-) -> Router {
+pub fn router(submitter: Submitter, sink: Arc<SinkStats>, intake: Arc<IntakeStats>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/records", post(post_records))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(HttpState {
-            submitter,
-            sink,
-            intake,
-        })
+        .with_state(HttpState { submitter, sink, intake })
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
@@ -147,10 +132,7 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         ("file_records_total", &s.intake.file_records),
         ("file_unparsed_lines_total", &s.intake.file_unparsed),
     ] {
-        text.push_str(&format!(
-            "# TYPE bulkhead_audit_{name} counter\nbulkhead_audit_{name} {}\n",
-            v.load(Relaxed)
-        ));
+        text.push_str(&format!("# TYPE bulkhead_audit_{name} counter\nbulkhead_audit_{name} {}\n", v.load(Relaxed)));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
@@ -158,8 +140,7 @@ async fn metrics(State(s): State<HttpState>) -> Response {
 fn error(status: StatusCode, message: String) -> Response {
     let mut resp = (status, axum::Json(json!({ "error": message }))).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     resp
 }
@@ -176,8 +157,7 @@ async fn post_records(State(s): State<HttpState>, body: Bytes) -> Response {
     match s.submitter.submit(records).await {
         Ok(range) => {
             s.intake.http_records.fetch_add(n, Relaxed);
-            axum::Json(json!({"accepted": n, "first_seq": range.first, "last_seq": range.last}))
-                .into_response()
+            axum::Json(json!({"accepted": n, "first_seq": range.first, "last_seq": range.last})).into_response()
         }
         Err(e) => {
             s.intake.http_refused.fetch_add(1, Relaxed);
@@ -194,10 +174,7 @@ async fn post_records(State(s): State<HttpState>, body: Bytes) -> Response {
 /// The records in an HTTP body: JSON objects separated by whitespace.
 pub fn parse_body(body: &[u8]) -> Result<Vec<Map<String, Value>>, String> {
     let mut out = Vec::new();
-    for (i, item) in serde_json::Deserializer::from_slice(body)
-        .into_iter::<Value>()
-        .enumerate()
-    {
+    for (i, item) in serde_json::Deserializer::from_slice(body).into_iter::<Value>().enumerate() {
         match item {
             Ok(Value::Object(m)) => out.push(m),
             Ok(other) => {
@@ -267,21 +244,9 @@ struct Tail {
 }
 
 /// Follows one file until `stop` turns true, sealing its lines through `submitter`.
-pub async fn follow(
-    cfg: FollowConfig,
-    submitter: Submitter,
-    stats: Arc<IntakeStats>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn follow(cfg: FollowConfig, submitter: Submitter, stats: Arc<IntakeStats>, mut stop: watch::Receiver<bool>) {
     let state_path = state_file_for(&cfg.state_dir, &cfg.path);
-    let mut tail = Tail {
-        cfg,
-        state_path,
-        file: None,
-        offset: 0,
-        buf: Vec::new(),
-        stats,
-    };
+    let mut tail = Tail { cfg, state_path, file: None, offset: 0, buf: Vec::new(), stats };
     let mut waiting_logged = false;
     loop {
         if *stop.borrow() {
@@ -330,15 +295,9 @@ impl Tail {
             Err(e) => return Err(e),
         };
         let meta = file.metadata()?;
-        let saved: FollowState = std::fs::read(&self.state_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        self.offset = if saved.ino == meta.ino() && saved.offset <= meta.len() {
-            saved.offset
-        } else {
-            0
-        };
+        let saved: FollowState =
+            std::fs::read(&self.state_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        self.offset = if saved.ino == meta.ino() && saved.offset <= meta.len() { saved.offset } else { 0 };
         self.buf.clear();
         tracing::info!(file = %self.cfg.path.display(), offset = self.offset, "following the audit file");
         self.file = Some((file, meta.ino()));
@@ -347,11 +306,7 @@ impl Tail {
 
     fn save(&self) {
         let Some((_, ino)) = self.file else { return };
-        let state = FollowState {
-            path: self.cfg.path.clone(),
-            ino,
-            offset: self.offset,
-        };
+        let state = FollowState { path: self.cfg.path.clone(), ino, offset: self.offset };
         if let Ok(bytes) = serde_json::to_vec(&state)
             && let Err(e) = super::spool::write_atomic(&self.state_path, &bytes)
         {
@@ -371,11 +326,7 @@ impl Tail {
     }
 
     /// Seals every complete line in `buf` (and the unfinished one if `flush`).
-    async fn seal_buffered(
-        &mut self,
-        submitter: &Submitter,
-        flush: bool,
-    ) -> Result<(), IntakeError> {
+    async fn seal_buffered(&mut self, submitter: &Submitter, flush: bool) -> Result<(), IntakeError> {
         loop {
             let mut records = Vec::new();
             let mut consumed = 0;
@@ -415,10 +366,7 @@ impl Tail {
         self.stats.file_unparsed.fetch_add(1, Relaxed);
         tracing::warn!(file = %self.cfg.path.display(), "{problem}; sealing it as bulkhead_unparsed");
         let mut m = Map::new();
-        m.insert(
-            "bulkhead_unparsed".into(),
-            Value::String(String::from_utf8_lossy(text).into_owned()),
-        );
+        m.insert("bulkhead_unparsed".into(), Value::String(String::from_utf8_lossy(text).into_owned()));
         m.insert("bulkhead_error".into(), Value::String(problem));
         Some(m)
     }
@@ -427,9 +375,7 @@ impl Tail {
     /// Returns whether anything was read (so the caller polls again at once).
     async fn step(&mut self, submitter: &Submitter) -> Result<bool, IntakeError> {
         let path = self.cfg.path.clone();
-        let io = |e: std::io::Error| {
-            IntakeError::Internal(format!("cannot read {}: {e}", path.display()))
-        };
+        let io = |e: std::io::Error| IntakeError::Internal(format!("cannot read {}: {e}", path.display()));
         // Lines left from a refused submit go first.
         self.seal_buffered(submitter, false).await?;
         let n = self.read_more().map_err(io)?;
@@ -478,12 +424,7 @@ mod tests {
     #[test]
     fn bodies_with_one_or_many_objects_parse() {
         assert_eq!(parse_body(br#"{"a":1}"#).unwrap().len(), 1);
-        assert_eq!(
-            parse_body(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":\n 3}\n")
-                .unwrap()
-                .len(),
-            3
-        );
+        assert_eq!(parse_body(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":\n 3}\n").unwrap().len(), 3);
         let err = parse_body(b"{\"a\":1}\n[1]\n").unwrap_err();
         assert!(err.contains("record 2 is a JSON array"), "{err}");
         let err = parse_body(b"{\"a\":1}\n{\"b\":").unwrap_err();
@@ -491,17 +432,11 @@ mod tests {
         assert!(parse_body(b"  \n").unwrap_err().contains("no record"));
     }
 
-    async fn collect(
-        rx: &mut mpsc::Receiver<ChainRequest>,
-        want: usize,
-    ) -> Vec<Map<String, Value>> {
+    async fn collect(rx: &mut mpsc::Receiver<ChainRequest>, want: usize) -> Vec<Map<String, Value>> {
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while out.len() < want {
-            let req = tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .expect("timed out")
-                .expect("closed");
+            let req = tokio::time::timeout_at(deadline, rx.recv()).await.expect("timed out").expect("closed");
             let n = req.records.len() as u64;
             out.extend(req.records);
             let _ = req.reply.send(Ok(SealedRange { first: 1, last: n }));
@@ -515,30 +450,15 @@ mod tests {
         let path = dir.path().join("app.log");
         let state_dir = dir.path().join("state");
         std::fs::create_dir(&state_dir).unwrap();
-        let cfg = FollowConfig {
-            path: path.clone(),
-            state_dir: state_dir.clone(),
-            poll: Duration::from_millis(20),
-        };
+        let cfg = FollowConfig { path: path.clone(), state_dir: state_dir.clone(), poll: Duration::from_millis(20) };
         let (tx, mut rx) = mpsc::channel(4);
         let (stop_tx, stop) = watch::channel(false);
         let stats = Arc::new(IntakeStats::default());
-        let task = tokio::spawn(follow(
-            cfg.clone(),
-            Submitter::new(tx.clone()),
-            stats.clone(),
-            stop,
-        ));
+        let task = tokio::spawn(follow(cfg.clone(), Submitter::new(tx.clone()), stats.clone(), stop));
 
         let append = |p: &Path, s: &str| {
             use std::io::Write;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .unwrap()
-                .write_all(s.as_bytes())
-                .unwrap();
+            std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap().write_all(s.as_bytes()).unwrap();
         };
         append(&path, "{\"n\":1}\n{\"n\":2}\n{\"n\":");
         let got = collect(&mut rx, 2).await;
@@ -553,12 +473,7 @@ mod tests {
         append(&dir.path().join("app.log.1"), "{\"n\":4}\n{\"n\":5}");
         append(&path, "{\"n\":6,\"pad\":\"xxxxxxxxxxxx\"}\n");
         let got = collect(&mut rx, 3).await;
-        assert_eq!(
-            got.iter()
-                .map(|r| r["n"].as_i64().unwrap())
-                .collect::<Vec<_>>(),
-            [4, 5, 6]
-        );
+        assert_eq!(got.iter().map(|r| r["n"].as_i64().unwrap()).collect::<Vec<_>>(), [4, 5, 6]);
 
         // Truncation, then a shorter content.
         std::fs::write(&path, "{\"n\":7}\n").unwrap();

@@ -40,9 +40,7 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// A key file does not hold 32 bytes.
-    #[error(
-        "{path} holds {len} bytes; an audit key is exactly {KEY_LEN} raw bytes (not base64 or hex)"
-    )]
+    #[error("{path} holds {len} bytes; an audit key is exactly {KEY_LEN} raw bytes (not base64 or hex)")]
     Length {
         /// The file.
         path: PathBuf,
@@ -53,9 +51,7 @@ pub enum KeyError {
     #[error("{0:?} is not a valid audit key id: use 1 to 128 characters from A-Z a-z 0-9 . _ -")]
     BadId(String),
     /// `audit-key-id` is missing.
-    #[error(
-        "{dir} has no {KEY_ID_FILE} file naming the current key: is this the tenant's bulkhead-keys Secret?"
-    )]
+    #[error("{dir} has no {KEY_ID_FILE} file naming the current key: is this the tenant's bulkhead-keys Secret?")]
     NoCurrentId {
         /// The directory.
         dir: PathBuf,
@@ -86,10 +82,7 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("id", &self.id)
-            .field("bytes", &"<redacted>")
-            .finish()
+        f.debug_struct("SigningKey").field("id", &self.id).field("bytes", &"<redacted>").finish()
     }
 }
 
@@ -100,10 +93,7 @@ impl SigningKey {
         if !valid_id(&id) {
             return Err(KeyError::BadId(id));
         }
-        Ok(Self {
-            id,
-            bytes: Zeroizing::new(bytes),
-        })
+        Ok(Self { id, bytes: Zeroizing::new(bytes) })
     }
 
     /// The key id.
@@ -118,9 +108,7 @@ impl SigningKey {
 
 fn valid_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && id != "."
         && id != ".."
 }
@@ -134,61 +122,38 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// A ring from keys in memory; `current` must be one of them.
-    pub fn from_keys(
-        current: Option<&str>,
-        keys: impl IntoIterator<Item = SigningKey>,
-    ) -> Result<Self, KeyError> {
-        let keys: BTreeMap<String, SigningKey> =
-            keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+    pub fn from_keys(current: Option<&str>, keys: impl IntoIterator<Item = SigningKey>) -> Result<Self, KeyError> {
+        let keys: BTreeMap<String, SigningKey> = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
         if let Some(id) = current
             && !keys.contains_key(id)
         {
-            return Err(KeyError::CurrentMissing {
-                dir: PathBuf::from("<memory>"),
-                id: id.to_string(),
-            });
+            return Err(KeyError::CurrentMissing { dir: PathBuf::from("<memory>"), id: id.to_string() });
         }
-        Ok(Self {
-            current: current.map(str::to_string),
-            keys,
-        })
+        Ok(Self { current: current.map(str::to_string), keys })
     }
 
     /// Reads every key in `dir`. The current id is optional here (verification
     /// does not need it); [`KeyRing::signing_key`] insists on it.
     pub fn load(dir: &Path) -> Result<Self, KeyError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| KeyError::Dir {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| KeyError::Dir { dir: dir.to_path_buf(), source })?;
         let mut keys = BTreeMap::new();
         for entry in entries {
-            let entry = entry.map_err(|source| KeyError::Dir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
+            let entry = entry.map_err(|source| KeyError::Dir { dir: dir.to_path_buf(), source })?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let Some(id) = name.strip_prefix(KEY_FILE_PREFIX) else {
                 continue;
             };
             let path = entry.path();
-            let bytes = std::fs::read(&path).map_err(|source| KeyError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let bytes = std::fs::read(&path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
             let bytes = Zeroizing::new(bytes);
-            let raw: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| KeyError::Length {
-                path: path.clone(),
-                len: bytes.len(),
-            })?;
+            let raw: [u8; KEY_LEN] =
+                bytes.as_slice().try_into().map_err(|_| KeyError::Length { path: path.clone(), len: bytes.len() })?;
             let key = SigningKey::new(id, raw)?;
             keys.insert(key.id.clone(), key);
         }
         if keys.is_empty() {
-            return Err(KeyError::Empty {
-                dir: dir.to_path_buf(),
-            });
+            return Err(KeyError::Empty { dir: dir.to_path_buf() });
         }
         let id_path = dir.join(KEY_ID_FILE);
         let current = match std::fs::read_to_string(&id_path) {
@@ -198,19 +163,13 @@ impl KeyRing {
                     return Err(KeyError::BadId(id));
                 }
                 if !keys.contains_key(&id) {
-                    return Err(KeyError::CurrentMissing {
-                        dir: dir.to_path_buf(),
-                        id,
-                    });
+                    return Err(KeyError::CurrentMissing { dir: dir.to_path_buf(), id });
                 }
                 Some(id)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => {
-                return Err(KeyError::Read {
-                    path: id_path,
-                    source,
-                });
+                return Err(KeyError::Read { path: id_path, source });
             }
         };
         Ok(Self { current, keys })
@@ -220,9 +179,7 @@ impl KeyRing {
     pub fn load_for_signing(dir: &Path) -> Result<Self, KeyError> {
         let ring = Self::load(dir)?;
         if ring.current.is_none() {
-            return Err(KeyError::NoCurrentId {
-                dir: dir.to_path_buf(),
-            });
+            return Err(KeyError::NoCurrentId { dir: dir.to_path_buf() });
         }
         Ok(ring)
     }
@@ -269,24 +226,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("audit-key.k1"), b"c2VjcmV0").unwrap();
         let err = KeyRing::load(dir.path()).unwrap_err().to_string();
-        assert!(
-            err.contains("holds 8 bytes") && err.contains("32 raw bytes"),
-            "{err}"
-        );
+        assert!(err.contains("holds 8 bytes") && err.contains("32 raw bytes"), "{err}");
 
         write_key(dir.path(), "k1", 1);
         std::fs::write(dir.path().join(KEY_ID_FILE), "k9").unwrap();
         let err = KeyRing::load(dir.path()).unwrap_err().to_string();
-        assert!(
-            err.contains("\"k9\"") && err.contains("audit-key.k9"),
-            "{err}"
-        );
+        assert!(err.contains("\"k9\"") && err.contains("audit-key.k9"), "{err}");
 
         std::fs::remove_file(dir.path().join(KEY_ID_FILE)).unwrap();
         assert!(KeyRing::load(dir.path()).unwrap().signing_key().is_none());
-        let err = KeyRing::load_for_signing(dir.path())
-            .unwrap_err()
-            .to_string();
+        let err = KeyRing::load_for_signing(dir.path()).unwrap_err().to_string();
         assert!(err.contains("audit-key-id"), "{err}");
     }
 
@@ -296,10 +245,7 @@ mod tests {
         let ring = KeyRing::from_keys(Some("k1"), [key.clone()]).unwrap();
         for text in [format!("{key:?}"), format!("{ring:?}"), format!("{key:#?}")] {
             assert!(text.contains("redacted"), "{text}");
-            assert!(
-                !text.contains("171") && !text.to_lowercase().contains("abab"),
-                "{text}"
-            );
+            assert!(!text.contains("171") && !text.to_lowercase().contains("abab"), "{text}");
         }
     }
 }

@@ -58,9 +58,7 @@ pub mod field {
 }
 
 /// Who writes a chain: one chain per (tenant, namespace, pod, container).
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// Tenant name (`BULKHEAD_TENANT`).
     pub tenant: String,
@@ -74,11 +72,7 @@ pub struct Identity {
 
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}/{}",
-            self.tenant, self.namespace, self.pod, self.container
-        )
+        write!(f, "{}/{}/{}/{}", self.tenant, self.namespace, self.pod, self.container)
     }
 }
 
@@ -148,10 +142,7 @@ mod tests {
         // insertion order; canonical bytes must not change when that happens.
         let v: Value = serde_json::from_str(r#"{"b":1,"a":{"z":1,"y":2}}"#).unwrap();
         let plain = serde_json::to_string(&v).unwrap();
-        assert_eq!(
-            plain, r#"{"a":{"y":2,"z":1},"b":1}"#,
-            "serde_json/preserve_order got enabled in this build"
-        );
+        assert_eq!(plain, r#"{"a":{"y":2,"z":1},"b":1}"#, "serde_json/preserve_order got enabled in this build");
         assert_eq!(canonical_bytes(&v), plain.as_bytes());
     }
 
@@ -159,10 +150,7 @@ mod tests {
     fn canonical_form_is_compact_sorted_and_escaped() {
         let v = json!({"é": "ü\n\"", "B": [1, 2.5, null, true, {"d": -0.0, "c": 1e300}], "a": ""});
         let got = String::from_utf8(canonical_bytes(&v)).unwrap();
-        assert_eq!(
-            got,
-            "{\"B\":[1,2.5,null,true,{\"c\":1e+300,\"d\":-0.0}],\"a\":\"\",\"é\":\"ü\\n\\\"\"}"
-        );
+        assert_eq!(got, "{\"B\":[1,2.5,null,true,{\"c\":1e+300,\"d\":-0.0}],\"a\":\"\",\"é\":\"ü\\n\\\"\"}");
     }
 
     #[test]

@@ -17,9 +17,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::chain::ChainState;
-use super::intake::{
-    self, ChainRequest, FollowConfig, IntakeError, IntakeStats, SealedRange, Submitter,
-};
+use super::intake::{self, ChainRequest, FollowConfig, IntakeError, IntakeStats, SealedRange, Submitter};
 use super::keys::{KeyError, KeyRing};
 use super::record::Identity;
 use super::sink::{Shipper, ShipperConfig, SinkError};
@@ -95,27 +93,16 @@ struct SavedState {
 const STATE_FILE: &str = "chain.json";
 
 /// Where the chain stood when this identity last sealed something in `spool_dir`.
-fn recover(
-    spool_dir: &Path,
-    who: &Identity,
-    last_line: Option<String>,
-) -> Result<ChainState, SidecarError> {
+fn recover(spool_dir: &Path, who: &Identity, last_line: Option<String>) -> Result<ChainState, SidecarError> {
     let path = spool_dir.join(STATE_FILE);
     let from_file = match std::fs::read(&path) {
         Ok(bytes) => {
-            let bad = |reason: String| SidecarError::State {
-                path: path.clone(),
-                reason,
-            };
-            let saved: SavedState =
-                serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+            let bad = |reason: String| SidecarError::State { path: path.clone(), reason };
+            let saved: SavedState = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
             let mut prev = [0u8; 32];
             hex::decode_to_slice(&saved.prev, &mut prev).map_err(|e| bad(format!("prev: {e}")))?;
             if saved.identity == *who {
-                Some(ChainState {
-                    seq: saved.seq,
-                    prev,
-                })
+                Some(ChainState { seq: saved.seq, prev })
             } else {
                 tracing::warn!(previous = %saved.identity, now = %who, "the spool directory held another writer's chain; starting a new chain");
                 None
@@ -123,16 +110,10 @@ fn recover(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
-            return Err(SidecarError::State {
-                path,
-                reason: e.to_string(),
-            });
+            return Err(SidecarError::State { path, reason: e.to_string() });
         }
     };
-    let from_spool = last_line
-        .and_then(|l| ChainState::after_line(&l))
-        .filter(|(id, _)| id == who)
-        .map(|(_, s)| s);
+    let from_spool = last_line.and_then(|l| ChainState::after_line(&l)).filter(|(id, _)| id == who).map(|(_, s)| s);
     let state = match (from_file, from_spool) {
         (Some(a), Some(b)) => {
             if a.seq > b.seq {
@@ -147,11 +128,7 @@ fn recover(
 }
 
 fn save(spool_dir: &Path, who: &Identity, state: ChainState) -> Result<(), SpoolError> {
-    let saved = SavedState {
-        identity: who.clone(),
-        seq: state.seq,
-        prev: hex::encode(state.prev),
-    };
+    let saved = SavedState { identity: who.clone(), seq: state.seq, prev: hex::encode(state.prev) };
     let bytes = serde_json::to_vec(&saved).unwrap_or_default();
     write_atomic(&spool_dir.join(STATE_FILE), &bytes)
 }
@@ -172,16 +149,10 @@ impl Sealer {
         };
         let mut next = self.state;
         let now = jiff::Timestamp::now();
-        let lines: Vec<String> = records
-            .into_iter()
-            .map(|r| next.seal(&self.who, key, now, r).line)
-            .collect();
+        let lines: Vec<String> = records.into_iter().map(|r| next.seal(&self.who, key, now, r).line).collect();
         match self.shipper.append(&lines) {
             Ok(()) => {
-                let range = SealedRange {
-                    first: self.state.seq + 1,
-                    last: next.seq,
-                };
+                let range = SealedRange { first: self.state.seq + 1, last: next.seq };
                 self.state = next;
                 if let Err(e) = save(&self.spool_dir, &self.who, next) {
                     // The spool's last line still carries the state; only a second fault would lose it.
@@ -193,9 +164,7 @@ impl Sealer {
             Err(e @ SpoolError::TooLarge { .. }) => Err(IntakeError::TooLarge(e.to_string())),
             Err(e) => {
                 tracing::error!("cannot spool audit records: {e}");
-                Err(IntakeError::Internal(format!(
-                    "cannot store the records: {e}"
-                )))
+                Err(IntakeError::Internal(format!("cannot store the records: {e}")))
             }
         }
     }
@@ -214,18 +183,12 @@ impl Sealer {
                 }
                 self.keys = ring;
             }
-            Err(e) => tracing::error!(
-                "cannot re-read the audit keys, still signing with the loaded ones: {e}"
-            ),
+            Err(e) => tracing::error!("cannot re-read the audit keys, still signing with the loaded ones: {e}"),
         }
     }
 }
 
-async fn sealing_task(
-    mut sealer: Sealer,
-    mut rx: mpsc::Receiver<ChainRequest>,
-    key_reload: Duration,
-) -> Sealer {
+async fn sealing_task(mut sealer: Sealer, mut rx: mpsc::Receiver<ChainRequest>, key_reload: Duration) -> Sealer {
     let mut tick = tokio::time::interval(key_reload);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -245,10 +208,7 @@ async fn sealing_task(
 
 /// Runs the sidecar until `shutdown` completes, then delivers what it can
 /// within the grace period and returns.
-pub async fn run(
-    config: SidecarConfig,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), SidecarError> {
+pub async fn run(config: SidecarConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), SidecarError> {
     if !config.listen.ip().is_loopback() {
         return Err(SidecarError::NotLoopback(config.listen));
     }
@@ -259,16 +219,8 @@ pub async fn run(
     let state = recover(&spool_dir, &config.identity, last_line)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| SidecarError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| SidecarError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        .map_err(|source| SidecarError::Listen { addr: config.listen, source })?;
+    let local = listener.local_addr().map_err(|source| SidecarError::Listen { addr: config.listen, source })?;
     tracing::info!(
         listen = %local,
         sink = %config.shipper.target,
@@ -292,12 +244,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let intake_stats = Arc::new(IntakeStats::default());
 
-    let app = intake::router(
-        submitter.clone(),
-        shipper.stats().clone(),
-        intake_stats.clone(),
-        config.max_body_bytes,
-    );
+    let app = intake::router(submitter.clone(), shipper.stats().clone(), intake_stats.clone(), config.max_body_bytes);
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -308,17 +255,8 @@ pub async fn run(
     });
     let mut followers = Vec::new();
     for path in &config.follow {
-        let cfg = FollowConfig {
-            path: path.clone(),
-            state_dir: spool_dir.clone(),
-            poll: config.poll,
-        };
-        followers.push(tokio::spawn(intake::follow(
-            cfg,
-            submitter.clone(),
-            intake_stats.clone(),
-            stop_rx.clone(),
-        )));
+        let cfg = FollowConfig { path: path.clone(), state_dir: spool_dir.clone(), poll: config.poll };
+        followers.push(tokio::spawn(intake::follow(cfg, submitter.clone(), intake_stats.clone(), stop_rx.clone())));
     }
     drop(submitter);
 
@@ -361,12 +299,7 @@ mod tests {
     use crate::audit::keys::SigningKey;
 
     fn who(pod: &str) -> Identity {
-        Identity {
-            tenant: "t".into(),
-            namespace: "t-a".into(),
-            pod: pod.into(),
-            container: "app".into(),
-        }
+        Identity { tenant: "t".into(), namespace: "t-a".into(), pod: pod.into(), container: "app".into() }
     }
 
     #[test]
@@ -378,26 +311,15 @@ mod tests {
         save(dir.path(), &who("p"), s).unwrap();
         let second = s.seal(&who("p"), &key, jiff::Timestamp::UNIX_EPOCH, Map::new());
         // Crash after spooling line 2 but before saving the state.
-        assert_eq!(
-            recover(dir.path(), &who("p"), Some(second.line.clone())).unwrap(),
-            s
-        );
+        assert_eq!(recover(dir.path(), &who("p"), Some(second.line.clone())).unwrap(), s);
         // The spool lost its tail (segments delivered and rolled): the file wins.
         let mut one = ChainState::default();
         one.seal(&who("p"), &key, jiff::Timestamp::UNIX_EPOCH, Map::new());
-        assert_eq!(
-            recover(dir.path(), &who("p"), Some(first.line)).unwrap(),
-            one
-        );
+        assert_eq!(recover(dir.path(), &who("p"), Some(first.line)).unwrap(), one);
         // Another pod's leftovers start a new chain.
-        assert_eq!(
-            recover(dir.path(), &who("q"), Some(second.line)).unwrap(),
-            ChainState::default()
-        );
+        assert_eq!(recover(dir.path(), &who("q"), Some(second.line)).unwrap(), ChainState::default());
         std::fs::write(dir.path().join(STATE_FILE), "{").unwrap();
-        let err = recover(dir.path(), &who("p"), None)
-            .unwrap_err()
-            .to_string();
+        let err = recover(dir.path(), &who("p"), None).unwrap_err().to_string();
         assert!(err.contains("delete it"), "{err}");
     }
 }

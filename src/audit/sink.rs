@@ -66,52 +66,20 @@ impl SinkStats {
     /// The counters in Prometheus text format, names prefixed with `prefix`.
     pub fn prometheus(&self, prefix: &str) -> String {
         let rows: [(&str, &str, &AtomicU64, &str); 7] = [
-            (
-                "spooled_lines_total",
-                "counter",
-                &self.spooled_lines,
-                "Lines accepted into the spool.",
-            ),
-            (
-                "refused_lines_total",
-                "counter",
-                &self.refused_lines,
-                "Lines refused because the spool was full.",
-            ),
-            (
-                "dropped_lines_total",
-                "counter",
-                &self.dropped_lines,
-                "Lines deleted unsent because the spool was full.",
-            ),
-            (
-                "spool_full_total",
-                "counter",
-                &self.full_events,
-                "Times the spool became full.",
-            ),
-            (
-                "delivered_lines_total",
-                "counter",
-                &self.delivered_lines,
-                "Lines acknowledged by the sink.",
-            ),
-            (
-                "delivery_failures_total",
-                "counter",
-                &self.delivery_failures,
-                "Failed delivery attempts.",
-            ),
-            (
-                "spool_pending_bytes",
-                "gauge",
-                &self.pending_bytes,
-                "Bytes waiting in the spool.",
-            ),
+            ("spooled_lines_total", "counter", &self.spooled_lines, "Lines accepted into the spool."),
+            ("refused_lines_total", "counter", &self.refused_lines, "Lines refused because the spool was full."),
+            ("dropped_lines_total", "counter", &self.dropped_lines, "Lines deleted unsent because the spool was full."),
+            ("spool_full_total", "counter", &self.full_events, "Times the spool became full."),
+            ("delivered_lines_total", "counter", &self.delivered_lines, "Lines acknowledged by the sink."),
+            ("delivery_failures_total", "counter", &self.delivery_failures, "Failed delivery attempts."),
+            ("spool_pending_bytes", "gauge", &self.pending_bytes, "Bytes waiting in the spool."),
         ];
         let mut out = String::new();
         for (name, kind, value, help) in rows {
-            out.push_str(&format!("# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} {kind}\n{prefix}_{name} {}\n", value.load(Relaxed)));
+            out.push_str(&format!(
+                "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} {kind}\n{prefix}_{name} {}\n",
+                value.load(Relaxed)
+            ));
         }
         out
     }
@@ -157,11 +125,7 @@ impl FromStr for SinkTarget {
             if url.host().is_none() {
                 return Err(SinkError::BadTarget(s.into()));
             }
-            return Ok(SinkTarget::Http(HttpTarget {
-                url,
-                ca_file: None,
-                header_files: Vec::new(),
-            }));
+            return Ok(SinkTarget::Http(HttpTarget { url, ca_file: None, header_files: Vec::new() }));
         }
         Err(SinkError::BadTarget(s.into()))
     }
@@ -215,10 +179,7 @@ impl ShipperConfig {
             spool,
             batch_max_lines: 1000,
             batch_max_bytes: 1 << 20,
-            backoff: Backoff {
-                initial: Duration::from_millis(250),
-                max: Duration::from_secs(30),
-            },
+            backoff: Backoff { initial: Duration::from_millis(250), max: Duration::from_secs(30) },
             request_timeout: Duration::from_secs(10),
         }
     }
@@ -231,9 +192,7 @@ pub enum SinkError {
     #[error("{0:?} is not a sink: use stdout, file:PATH, http://HOST/PATH or https://HOST/PATH")]
     BadTarget(String),
     /// The CA file cannot be read or holds no certificate.
-    #[error(
-        "cannot use {path} as the sink CA: {reason} (give a PEM file with the SIEM's CA certificate)"
-    )]
+    #[error("cannot use {path} as the sink CA: {reason} (give a PEM file with the SIEM's CA certificate)")]
     Ca {
         /// The file.
         path: PathBuf,
@@ -284,10 +243,7 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 
 enum Deliverer {
     Stdout(tokio::io::Stdout),
-    File {
-        path: PathBuf,
-        open: Option<(std::fs::File, u64)>,
-    },
+    File { path: PathBuf, open: Option<(std::fs::File, u64)> },
     Http(Box<HttpDeliverer>),
 }
 
@@ -301,10 +257,7 @@ impl Deliverer {
     fn new(config: &ShipperConfig) -> Result<Self, SinkError> {
         Ok(match &config.target {
             SinkTarget::Stdout => Deliverer::Stdout(tokio::io::stdout()),
-            SinkTarget::File(path) => Deliverer::File {
-                path: path.clone(),
-                open: None,
-            },
+            SinkTarget::File(path) => Deliverer::File { path: path.clone(), open: None },
             SinkTarget::Http(target) => {
                 for (name, path) in &target.header_files {
                     header_value(name, path)?;
@@ -334,32 +287,20 @@ impl Deliverer {
                     out.write_all(data).await?;
                     out.flush().await
                 };
-                write.await.map_err(|source| SinkError::Write {
-                    target: "stdout".into(),
-                    source,
-                })
+                write.await.map_err(|source| SinkError::Write { target: "stdout".into(), source })
             }
             Deliverer::File { path, open } => {
                 use std::io::Write;
                 use std::os::unix::fs::MetadataExt;
-                let err = |source| SinkError::Write {
-                    target: path.display().to_string(),
-                    source,
-                };
+                let err = |source| SinkError::Write { target: path.display().to_string(), source };
                 // Re-open when the file was moved away or replaced (log rotation).
                 let current_ino = std::fs::metadata(&*path).ok().map(|m| m.ino());
                 if open.as_ref().map(|(_, ino)| Some(*ino)) != Some(current_ino) {
-                    let file = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&*path)
-                        .map_err(err)?;
+                    let file = std::fs::OpenOptions::new().create(true).append(true).open(&*path).map_err(err)?;
                     let ino = file.metadata().map_err(err)?.ino();
                     *open = Some((file, ino));
                 }
-                let Some((file, _)) = open.as_mut() else {
-                    unreachable!("opened above")
-                };
+                let Some((file, _)) = open.as_mut() else { unreachable!("opened above") };
                 if let Err(e) = file.write_all(data).and_then(|()| file.flush()) {
                     *open = None;
                     return Err(err(e));
@@ -367,11 +308,7 @@ impl Deliverer {
                 Ok(())
             }
             Deliverer::Http(h) => {
-                let HttpDeliverer {
-                    client,
-                    target,
-                    timeout,
-                } = &mut **h;
+                let HttpDeliverer { client, target, timeout } = &mut **h;
                 let mut req = http::Request::post(target.url.clone())
                     .header(http::header::CONTENT_TYPE, "application/x-ndjson")
                     .header("x-bulkhead-lines", lines);
@@ -382,31 +319,18 @@ impl Deliverer {
                     .body(Full::new(Bytes::copy_from_slice(data)))
                     .map_err(|e| SinkError::Transport(e.to_string()))?;
                 let exchange = async {
-                    let resp = client
-                        .request(req)
-                        .await
-                        .map_err(|e| SinkError::Transport(error_chain(&e)))?;
+                    let resp = client.request(req).await.map_err(|e| SinkError::Transport(error_chain(&e)))?;
                     let status = resp.status();
-                    let body = Limited::new(resp.into_body(), 4096)
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
+                    let body =
+                        Limited::new(resp.into_body(), 4096).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                     if status.is_success() {
                         Ok(())
                     } else {
-                        let text = String::from_utf8_lossy(&body[..body.len().min(300)])
-                            .trim()
-                            .to_string();
-                        Err(SinkError::Status {
-                            status: status.as_u16(),
-                            body: text,
-                        })
+                        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string();
+                        Err(SinkError::Status { status: status.as_u16(), body: text })
                     }
                 };
-                tokio::time::timeout(*timeout, exchange)
-                    .await
-                    .map_err(|_| SinkError::Timeout(*timeout))?
+                tokio::time::timeout(*timeout, exchange).await.map_err(|_| SinkError::Timeout(*timeout))?
             }
         }
     }
@@ -424,16 +348,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn header_value(name: &http::HeaderName, path: &PathBuf) -> Result<http::HeaderValue, SinkError> {
-    let fail = |reason: String| SinkError::Header {
-        name: name.to_string(),
-        path: path.clone(),
-        reason,
-    };
+    let fail = |reason: String| SinkError::Header { name: name.to_string(), path: path.clone(), reason };
     let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
     let trimmed = bytes.trim_ascii_end();
-    let mut value = http::HeaderValue::from_bytes(trimmed).map_err(|_| {
-        fail("the file holds bytes that are not allowed in an HTTP header value".into())
-    })?;
+    let mut value = http::HeaderValue::from_bytes(trimmed)
+        .map_err(|_| fail("the file holds bytes that are not allowed in an HTTP header value".into()))?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -448,10 +367,7 @@ fn tls_config(target: &HttpTarget) -> Result<rustls::ClientConfig, SinkError> {
     let https = target.url.scheme_str() == Some("https");
     let config = match &target.ca_file {
         Some(path) => {
-            let ca_err = |reason: String| SinkError::Ca {
-                path: path.clone(),
-                reason,
-            };
+            let ca_err = |reason: String| SinkError::Ca { path: path.clone(), reason };
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))? {
                 let cert = cert.map_err(|e| ca_err(e.to_string()))?;
@@ -464,14 +380,10 @@ fn tls_config(target: &HttpTarget) -> Result<rustls::ClientConfig, SinkError> {
         }
         None if https => builder
             .with_native_roots()
-            .map_err(|e| {
-                SinkError::Tls(format!("no system CA certificates ({e}); pass --sink-ca"))
-            })?
+            .map_err(|e| SinkError::Tls(format!("no system CA certificates ({e}); pass --sink-ca")))?
             .with_no_client_auth(),
         // Plain http: the TLS config is never used.
-        None => builder
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
+        None => builder.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
     };
     Ok(config)
 }
@@ -486,9 +398,7 @@ pub struct Shipper {
 
 impl std::fmt::Debug for Shipper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shipper")
-            .field("spool", &self.spool)
-            .finish_non_exhaustive()
+        f.debug_struct("Shipper").field("spool", &self.spool).finish_non_exhaustive()
     }
 }
 
@@ -500,19 +410,8 @@ impl Shipper {
         let spool = Arc::new(Spool::open(&config.name, &config.spool, stats.clone())?);
         let deliverer = Deliverer::new(&config)?;
         let (stop, stop_rx) = watch::channel(None);
-        let task = tokio::spawn(deliver_loop(
-            spool.clone(),
-            deliverer,
-            config,
-            stop_rx,
-            stats.clone(),
-        ));
-        Ok(Self {
-            spool,
-            stats,
-            stop,
-            task,
-        })
+        let task = tokio::spawn(deliver_loop(spool.clone(), deliverer, config, stop_rx, stats.clone()));
+        Ok(Self { spool, stats, stop, task })
     }
 
     /// Queues lines (single-line JSON, no `\n`), all or none.
@@ -535,10 +434,7 @@ impl Shipper {
     pub async fn shutdown(self, grace: Duration) -> u64 {
         let _ = self.stop.send(Some(Instant::now() + grace));
         let mut task = self.task;
-        if tokio::time::timeout(grace + Duration::from_secs(1), &mut task)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace + Duration::from_secs(1), &mut task).await.is_err() {
             task.abort();
         }
         self.spool.pending_bytes()
@@ -625,11 +521,7 @@ async fn deliver_loop(
 }
 
 /// Sleeps `d`, never past `deadline`; without a deadline yet, a stop request wakes it early.
-async fn pause(
-    d: Duration,
-    deadline: Option<Instant>,
-    stop: &mut watch::Receiver<Option<Instant>>,
-) {
+async fn pause(d: Duration, deadline: Option<Instant>, stop: &mut watch::Receiver<Option<Instant>>) {
     let mut until = tokio::time::Instant::now() + d;
     if let Some(deadline) = deadline {
         until = until.min(tokio::time::Instant::from_std(deadline));
@@ -647,9 +539,7 @@ async fn pause(
 
 fn jitter(d: Duration) -> Duration {
     // Spread retries of many sidecars; clock nanoseconds are random enough for that.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
     d.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
 }
 
@@ -660,14 +550,8 @@ mod tests {
     #[test]
     fn sink_strings_parse() {
         assert_eq!("stdout".parse::<SinkTarget>().unwrap(), SinkTarget::Stdout);
-        assert_eq!(
-            "file:/tmp/a.jsonl".parse::<SinkTarget>().unwrap(),
-            SinkTarget::File("/tmp/a.jsonl".into())
-        );
-        let SinkTarget::Http(h) = "https://siem.example:8443/ingest?x=1"
-            .parse::<SinkTarget>()
-            .unwrap()
-        else {
+        assert_eq!("file:/tmp/a.jsonl".parse::<SinkTarget>().unwrap(), SinkTarget::File("/tmp/a.jsonl".into()));
+        let SinkTarget::Http(h) = "https://siem.example:8443/ingest?x=1".parse::<SinkTarget>().unwrap() else {
             panic!()
         };
         assert_eq!(h.url.host(), Some("siem.example"));
@@ -686,13 +570,8 @@ mod tests {
         assert_eq!(v.as_bytes(), b"Bearer abc");
         assert!(v.is_sensitive());
         std::fs::write(&p, "a\nb").unwrap();
-        let err = header_value(&http::HeaderName::from_static("authorization"), &p)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("not allowed in an HTTP header") && !err.contains("a\nb"),
-            "{err}"
-        );
+        let err = header_value(&http::HeaderName::from_static("authorization"), &p).unwrap_err().to_string();
+        assert!(err.contains("not allowed in an HTTP header") && !err.contains("a\nb"), "{err}");
     }
 
     #[test]
@@ -700,11 +579,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ca.pem");
         std::fs::write(&p, "not a certificate\n").unwrap();
-        let target = HttpTarget {
-            url: "https://x/".parse().unwrap(),
-            ca_file: Some(p),
-            header_files: vec![],
-        };
+        let target = HttpTarget { url: "https://x/".parse().unwrap(), ca_file: Some(p), header_files: vec![] };
         let err = tls_config(&target).unwrap_err().to_string();
         assert!(err.contains("sink CA"), "{err}");
     }

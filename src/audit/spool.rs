@@ -92,10 +92,7 @@ pub enum SpoolError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| SpoolError::Io { path: path.to_path_buf(), source }
 }
 
 /// Lines read for delivery; hand it back to [`Spool::commit`] once delivered.
@@ -150,10 +147,7 @@ pub struct Spool {
 
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spool")
-            .field("name", &self.name)
-            .field("queue", &self.queue)
-            .finish_non_exhaustive()
+        f.debug_struct("Spool").field("name", &self.name).field("queue", &self.queue).finish_non_exhaustive()
     }
 }
 
@@ -162,22 +156,14 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Spool {
     /// Opens (or creates) the spool; `name` labels its log lines.
-    pub fn open(
-        name: &str,
-        config: &SpoolConfig,
-        stats: Arc<SinkStats>,
-    ) -> Result<Self, SpoolError> {
+    pub fn open(name: &str, config: &SpoolConfig, stats: Arc<SinkStats>) -> Result<Self, SpoolError> {
         let queue = config.dir.join("queue");
         std::fs::create_dir_all(&queue).map_err(io(&queue))?;
         let mut ids: Vec<u64> = Vec::new();
         for entry in std::fs::read_dir(&queue).map_err(io(&queue))? {
             let entry = entry.map_err(io(&queue))?;
             let name = entry.file_name();
-            if let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".jsonl"))
-                .and_then(|n| n.parse().ok())
-            {
+            if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".jsonl")).and_then(|n| n.parse().ok()) {
                 ids.push(id);
             }
         }
@@ -191,11 +177,7 @@ impl Spool {
         if let Some(last) = segs.back_mut() {
             // A crash mid-write leaves a partial line; it was never acknowledged.
             let path = seg_path(&queue, last.id);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io(&path))?;
+            let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io(&path))?;
             let end = complete_end(&file, last.len).map_err(io(&path))?;
             if end != last.len {
                 tracing::warn!(spool = name, file = %path.display(), bytes = last.len - end, "removing an unfinished line left by a crash; it had not been acknowledged");
@@ -206,14 +188,8 @@ impl Spool {
         let cursor = match read_cursor(&queue) {
             Some(pos) if !segs.is_empty() => pos,
             // Segments gone (or a fresh spool): start clean after the last known id.
-            Some(pos) => Pos {
-                seg: pos.seg.max(1),
-                off: 0,
-            },
-            None => Pos {
-                seg: segs.front().map_or(1, |s| s.id),
-                off: 0,
-            },
+            Some(pos) => Pos { seg: pos.seg.max(1), off: 0 },
+            None => Pos { seg: segs.front().map_or(1, |s| s.id), off: 0 },
         };
         let seg_size = (config.max_bytes / 8).clamp(4 << 10, 8 << 20);
         let spool = Self {
@@ -222,31 +198,16 @@ impl Spool {
             max_bytes: config.max_bytes,
             policy: config.when_full,
             seg_size,
-            inner: Mutex::new(Inner {
-                segs,
-                writer: None,
-                reader: None,
-                cursor,
-                pending: 0,
-                full: None,
-            }),
+            inner: Mutex::new(Inner { segs, writer: None, reader: None, cursor, pending: 0, full: None }),
             notify: tokio::sync::Notify::new(),
             stats,
         };
         {
             let mut inner = spool.lock();
-            if let Some(seg) = inner
-                .segs
-                .iter()
-                .find(|s| s.id == inner.cursor.seg)
-                .copied()
-            {
+            if let Some(seg) = inner.segs.iter().find(|s| s.id == inner.cursor.seg).copied() {
                 inner.cursor.off = inner.cursor.off.min(seg.len);
             } else if let Some(seg) = inner.segs.iter().find(|s| s.id > inner.cursor.seg).copied() {
-                inner.cursor = Pos {
-                    seg: seg.id,
-                    off: 0,
-                };
+                inner.cursor = Pos { seg: seg.id, off: 0 };
             }
             spool.settle(&mut inner)?;
         }
@@ -284,20 +245,13 @@ impl Spool {
         }
         let n = buf.len() as u64;
         if n > self.max_bytes {
-            return Err(SpoolError::TooLarge {
-                bytes: n,
-                max: self.max_bytes,
-            });
+            return Err(SpoolError::TooLarge { bytes: n, max: self.max_bytes });
         }
         let mut inner = self.lock();
         if inner.pending + n > self.max_bytes {
             match self.policy {
                 FullPolicy::Refuse => {
-                    let err = SpoolError::Full {
-                        pending: inner.pending,
-                        max: self.max_bytes,
-                        incoming: n,
-                    };
+                    let err = SpoolError::Full { pending: inner.pending, max: self.max_bytes, incoming: n };
                     self.note_full(&mut inner, lines.len() as u64, &err);
                     return Err(err);
                 }
@@ -309,31 +263,16 @@ impl Spool {
             _ => true,
         };
         if need_roll {
-            let reuse = inner
-                .segs
-                .back()
-                .filter(|s| s.len < self.seg_size)
-                .map(|s| s.id);
-            let id = reuse.unwrap_or_else(|| {
-                inner
-                    .segs
-                    .back()
-                    .map_or(inner.cursor.seg.max(1), |s| s.id + 1)
-            });
+            let reuse = inner.segs.back().filter(|s| s.len < self.seg_size).map(|s| s.id);
+            let id = reuse.unwrap_or_else(|| inner.segs.back().map_or(inner.cursor.seg.max(1), |s| s.id + 1));
             let path = seg_path(&self.queue, id);
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io(&path))?;
+            let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
             if reuse.is_none() {
                 inner.segs.push_back(Seg { id, len: 0 });
             }
             inner.writer = Some((id, file));
         }
-        let Some((id, file)) = inner.writer.as_mut() else {
-            unreachable!("writer set above")
-        };
+        let Some((id, file)) = inner.writer.as_mut() else { unreachable!("writer set above") };
         let id = *id;
         if let Err(source) = file.write_all(&buf) {
             // Cut back to the last whole write so the segment never holds half a batch.
@@ -342,21 +281,14 @@ impl Spool {
                 let _ = f.set_len(len);
             }
             inner.writer = None;
-            return Err(SpoolError::Io {
-                path: seg_path(&self.queue, id),
-                source,
-            });
+            return Err(SpoolError::Io { path: seg_path(&self.queue, id), source });
         }
         if let Some(last) = inner.segs.back_mut() {
             last.len += n;
         }
         inner.pending += n;
-        self.stats
-            .spooled_lines
-            .fetch_add(lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.stats
-            .pending_bytes
-            .store(inner.pending, std::sync::atomic::Ordering::Relaxed);
+        self.stats.spooled_lines.fetch_add(lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stats.pending_bytes.store(inner.pending, std::sync::atomic::Ordering::Relaxed);
         drop(inner);
         self.notify.notify_one();
         Ok(())
@@ -368,11 +300,7 @@ impl Spool {
         let now = Instant::now();
         let episode = inner.full.get_or_insert_with(|| {
             self.stats.full_events.fetch_add(1, Relaxed);
-            FullEpisode {
-                since: now,
-                last_log: now - LOG_EVERY,
-                refused_lines: 0,
-            }
+            FullEpisode { since: now, last_log: now - LOG_EVERY, refused_lines: 0 }
         });
         episode.refused_lines += lines;
         if now.duration_since(episode.last_log) >= LOG_EVERY {
@@ -395,12 +323,7 @@ impl Spool {
         let mut dropped_lines = 0;
         let mut dropped_bytes = 0;
         while inner.pending + incoming > self.max_bytes {
-            let Some(seg) = inner
-                .segs
-                .iter()
-                .find(|s| s.id == inner.cursor.seg)
-                .copied()
-            else {
+            let Some(seg) = inner.segs.iter().find(|s| s.id == inner.cursor.seg).copied() else {
                 break;
             };
             let path = seg_path(&self.queue, seg.id);
@@ -430,11 +353,7 @@ impl Spool {
 
     /// The next lines to deliver (at most `max_lines`, about `max_bytes`; one
     /// line longer than that comes alone), or `None` when all were delivered.
-    pub fn next_batch(
-        &self,
-        max_lines: usize,
-        max_bytes: usize,
-    ) -> Result<Option<Batch>, SpoolError> {
+    pub fn next_batch(&self, max_lines: usize, max_bytes: usize) -> Result<Option<Batch>, SpoolError> {
         let mut inner = self.lock();
         self.settle(&mut inner)?;
         let cur = inner.cursor;
@@ -448,9 +367,7 @@ impl Spool {
         if inner.reader.as_ref().is_none_or(|(id, _)| *id != seg.id) {
             inner.reader = Some((seg.id, File::open(&path).map_err(io(&path))?));
         }
-        let Some((_, file)) = inner.reader.as_ref() else {
-            unreachable!("reader set above")
-        };
+        let Some((_, file)) = inner.reader.as_ref() else { unreachable!("reader set above") };
         let avail = seg.len - cur.off;
         let mut want = avail.min(max_bytes.max(1) as u64);
         loop {
@@ -478,14 +395,7 @@ impl Spool {
                 return Ok(None);
             }
             data.truncate(cut);
-            return Ok(Some(Batch {
-                data,
-                lines,
-                end: Pos {
-                    seg: seg.id,
-                    off: cur.off + cut as u64,
-                },
-            }));
+            return Ok(Some(Batch { data, lines, end: Pos { seg: seg.id, off: cur.off + cut as u64 } }));
         }
     }
 
@@ -495,9 +405,7 @@ impl Spool {
         let mut inner = self.lock();
         if batch.end > inner.cursor {
             inner.cursor = batch.end;
-            self.stats
-                .delivered_lines
-                .fetch_add(batch.lines as u64, Relaxed);
+            self.stats.delivered_lines.fetch_add(batch.lines as u64, Relaxed);
         }
         self.settle(&mut inner)?;
         if let Some(ep) = &inner.full
@@ -521,12 +429,7 @@ impl Spool {
     fn settle(&self, inner: &mut Inner) -> Result<(), SpoolError> {
         while let Some(pos) = inner.segs.iter().position(|s| s.id == inner.cursor.seg) {
             match inner.segs.get(pos + 1) {
-                Some(next) if inner.cursor.off >= inner.segs[pos].len => {
-                    inner.cursor = Pos {
-                        seg: next.id,
-                        off: 0,
-                    }
-                }
+                Some(next) if inner.cursor.off >= inner.segs[pos].len => inner.cursor = Pos { seg: next.id, off: 0 },
                 _ => break,
             }
         }
@@ -550,17 +453,9 @@ impl Spool {
             .segs
             .iter()
             .filter(|s| s.id >= cursor.seg)
-            .map(|s| {
-                if s.id == cursor.seg {
-                    s.len.saturating_sub(cursor.off)
-                } else {
-                    s.len
-                }
-            })
+            .map(|s| if s.id == cursor.seg { s.len.saturating_sub(cursor.off) } else { s.len })
             .sum();
-        self.stats
-            .pending_bytes
-            .store(inner.pending, std::sync::atomic::Ordering::Relaxed);
+        self.stats.pending_bytes.store(inner.pending, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -599,10 +494,7 @@ fn write_cursor(queue: &Path, pos: Pos) -> Result<(), SpoolError> {
     if read_cursor(queue) == Some(pos) {
         return Ok(());
     }
-    write_atomic(
-        &queue.join(CURSOR),
-        format!("{} {}\n", pos.seg, pos.off).as_bytes(),
-    )
+    write_atomic(&queue.join(CURSOR), format!("{} {}\n", pos.seg, pos.off).as_bytes())
 }
 
 /// Replaces `path` with `bytes` so a crash leaves either the old or the new content.
@@ -658,23 +550,14 @@ mod tests {
     use std::sync::atomic::Ordering::Relaxed;
 
     fn spool(dir: &Path, max: u64, policy: FullPolicy) -> Spool {
-        let cfg = SpoolConfig {
-            dir: dir.to_path_buf(),
-            max_bytes: max,
-            when_full: policy,
-        };
+        let cfg = SpoolConfig { dir: dir.to_path_buf(), max_bytes: max, when_full: policy };
         Spool::open("test", &cfg, Arc::new(SinkStats::default())).unwrap()
     }
 
     fn drain(s: &Spool) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(b) = s.next_batch(3, 100).unwrap() {
-            out.extend(
-                String::from_utf8(b.data.clone())
-                    .unwrap()
-                    .lines()
-                    .map(str::to_string),
-            );
+            out.extend(String::from_utf8(b.data.clone()).unwrap().lines().map(str::to_string));
             s.commit(&b).unwrap();
         }
         out
@@ -692,12 +575,7 @@ mod tests {
         let mut got = Vec::new();
         while got.len() < 1000 {
             let b = s.next_batch(50, 4096).unwrap().unwrap();
-            got.extend(
-                String::from_utf8(b.data.clone())
-                    .unwrap()
-                    .lines()
-                    .map(str::to_string),
-            );
+            got.extend(String::from_utf8(b.data.clone()).unwrap().lines().map(str::to_string));
             s.commit(&b).unwrap();
         }
         drop(s);
@@ -731,22 +609,9 @@ mod tests {
         let s = spool(dir.path(), 100, FullPolicy::Refuse);
         s.append(&["x".repeat(59)]).unwrap();
         let err = s.append(&["y".repeat(20), "z".repeat(20)]).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                SpoolError::Full {
-                    pending: 60,
-                    max: 100,
-                    incoming: 42
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, SpoolError::Full { pending: 60, max: 100, incoming: 42 }), "{err}");
         assert_eq!(s.stats.refused_lines.load(Relaxed), 2);
-        assert!(matches!(
-            s.append(&["w".repeat(200)]),
-            Err(SpoolError::TooLarge { .. })
-        ));
+        assert!(matches!(s.append(&["w".repeat(200)]), Err(SpoolError::TooLarge { .. })));
         assert!(matches!(s.append(&["a\nb"]), Err(SpoolError::Newline(1))));
         assert_eq!(drain(&s), ["x".repeat(59)]);
         s.append(&["y".repeat(20), "z".repeat(20)]).unwrap();

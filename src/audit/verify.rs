@@ -61,17 +61,9 @@ impl fmt::Display for Report {
             [(id, last)] => format!("1 chain ({id}, last seq {last})"),
             many => format!("{} chains", many.len()),
         };
-        write!(
-            f,
-            "OK: {} records in {chains}: hash links and sequence numbers intact",
-            self.records
-        )?;
+        write!(f, "OK: {} records in {chains}: hash links and sequence numbers intact", self.records)?;
         if self.signatures_checked {
-            write!(
-                f,
-                ", signatures valid (key ids {})",
-                self.key_ids.join(", ")
-            )
+            write!(f, ", signatures valid (key ids {})", self.key_ids.join(", "))
         } else {
             write!(f, "; signatures NOT checked (no --keys given)")
         }
@@ -79,20 +71,13 @@ impl fmt::Display for Report {
 }
 
 /// Verifies every line of `input`; blank lines are skipped.
-pub fn verify_reader(
-    mut input: impl BufRead,
-    keys: Option<&KeyRing>,
-    partial: bool,
-) -> Result<Report, VerifyError> {
+pub fn verify_reader(mut input: impl BufRead, keys: Option<&KeyRing>, partial: bool) -> Result<Report, VerifyError> {
     let mut verifier = Verifier::new(keys, partial);
     let mut buf = Vec::new();
     let mut line_no = 0u64;
     loop {
         buf.clear();
-        let n = input
-            .by_ref()
-            .take(MAX_LINE_BYTES as u64 + 1)
-            .read_until(b'\n', &mut buf)?;
+        let n = input.by_ref().take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buf)?;
         if n == 0 {
             break;
         }
@@ -112,14 +97,8 @@ pub fn verify_reader(
             continue;
         }
         if let Err(reason) = verifier.check(text) {
-            let seq = serde_json::from_str::<serde_json::Value>(text)
-                .ok()
-                .and_then(|v| v.get("seq")?.as_u64());
-            return Err(VerifyError::Broken {
-                line: line_no,
-                seq,
-                reason,
-            });
+            let seq = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v.get("seq")?.as_u64());
+            return Err(VerifyError::Broken { line: line_no, seq, reason });
         }
     }
     if verifier.records() == 0 {
@@ -141,12 +120,7 @@ mod tests {
 
     fn log(n: usize) -> (String, KeyRing) {
         let key = SigningKey::new("k1", [3; 32]).unwrap();
-        let who = Identity {
-            tenant: "t".into(),
-            namespace: "t-a".into(),
-            pod: "p".into(),
-            container: "c".into(),
-        };
+        let who = Identity { tenant: "t".into(), namespace: "t-a".into(), pod: "p".into(), container: "c".into() };
         let mut s = ChainState::default();
         let mut text = String::new();
         for i in 0..n {
@@ -164,14 +138,11 @@ mod tests {
         let line = report.to_string();
         assert_eq!(report.records, 5);
         assert!(
-            line.starts_with("OK: 5 records in 1 chain (t/t-a/p/c, last seq 5)")
-                && line.contains("key ids k1"),
+            line.starts_with("OK: 5 records in 1 chain (t/t-a/p/c, last seq 5)") && line.contains("key ids k1"),
             "{line}"
         );
         assert!(!line.contains('\n'));
-        let unsigned = verify_reader(text.as_bytes(), None, false)
-            .unwrap()
-            .to_string();
+        let unsigned = verify_reader(text.as_bytes(), None, false).unwrap().to_string();
         assert!(unsigned.contains("NOT checked"), "{unsigned}");
     }
 
@@ -180,32 +151,14 @@ mod tests {
         let (text, ring) = log(5);
         let lines: Vec<&str> = text.lines().collect();
         let without_third = [lines[0], lines[1], lines[3], lines[4]].join("\n");
-        let err = verify_reader(without_third.as_bytes(), Some(&ring), false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("line 3 (seq 4): seq 4 follows seq 2"),
-            "{err}"
-        );
+        let err = verify_reader(without_third.as_bytes(), Some(&ring), false).unwrap_err().to_string();
+        assert!(err.starts_with("line 3 (seq 4): seq 4 follows seq 2"), "{err}");
         let edited = text.replacen("\"i\":1", "\"i\":7", 1);
-        let err = verify_reader(edited.as_bytes(), Some(&ring), false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("line 2 (seq 2): signature mismatch"),
-            "{err}"
-        );
-        assert!(matches!(
-            verify_reader(&b"\n\n"[..], Some(&ring), false),
-            Err(VerifyError::Empty)
-        ));
+        let err = verify_reader(edited.as_bytes(), Some(&ring), false).unwrap_err().to_string();
+        assert!(err.starts_with("line 2 (seq 2): signature mismatch"), "{err}");
+        assert!(matches!(verify_reader(&b"\n\n"[..], Some(&ring), false), Err(VerifyError::Empty)));
         let other = KeyRing::from_keys(None, [SigningKey::new("k2", [3; 32]).unwrap()]).unwrap();
-        let err = verify_reader(text.as_bytes(), Some(&other), false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("key id \"k1\", which is not in the key directory"),
-            "{err}"
-        );
+        let err = verify_reader(text.as_bytes(), Some(&other), false).unwrap_err().to_string();
+        assert!(err.contains("key id \"k1\", which is not in the key directory"), "{err}");
     }
 }

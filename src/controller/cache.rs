@@ -48,7 +48,9 @@ impl OwnWrites {
 
     /// True (once) when this event is the echo of bulkhead's own write.
     fn is_echo(&self, key: &ObjectKey, resource_version: Option<&str>) -> bool {
-        let Ok(mut map) = self.0.lock() else { return false };
+        let Ok(mut map) = self.0.lock() else {
+            return false;
+        };
         match (map.get(key), resource_version) {
             (Some(ours), Some(rv)) if ours == rv => {
                 map.remove(key);
@@ -110,7 +112,9 @@ where
 
     /// Every cached object labelled as belonging to `tenant`.
     pub fn of_tenant(&self, tenant: &str) -> Vec<Arc<K>> {
-        let Ok(inner) = self.inner.read() else { return Vec::new() };
+        let Ok(inner) = self.inner.read() else {
+            return Vec::new();
+        };
         inner
             .by_tenant
             .get(tenant)
@@ -159,7 +163,9 @@ where
 
     /// Applies one watch event; returns the objects whose change should trigger work.
     fn apply(&self, event: watcher::Event<K>) -> Vec<Arc<K>> {
-        let Ok(mut inner) = self.inner.write() else { return Vec::new() };
+        let Ok(mut inner) = self.inner.write() else {
+            return Vec::new();
+        };
         match event {
             watcher::Event::Apply(obj) => {
                 let obj = Arc::new(strip(obj));
@@ -171,7 +177,9 @@ where
                 Self::index_insert(&mut inner.by_tenant, &obj, &key);
                 // A relabelled object concerns the tenant it was taken from too.
                 match old {
-                    Some(old) if tenant_of(old.labels()) != tenant_of(obj.labels()) => vec![obj, old],
+                    Some(old) if tenant_of(old.labels()) != tenant_of(obj.labels()) => {
+                        vec![obj, old]
+                    }
                     _ => vec![obj],
                 }
             }

@@ -23,9 +23,7 @@ pub fn config_hash(desired: &Value) -> String {
 pub fn stamp(desired: &mut Value) -> String {
     let hash = config_hash(desired);
     if let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
-        let annotations = meta
-            .entry("annotations")
-            .or_insert_with(|| Value::Object(Default::default()));
+        let annotations = meta.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
         if let Some(map) = annotations.as_object_mut() {
             map.insert(APPLIED_HASH.to_string(), Value::String(hash.clone()));
         }

@@ -53,20 +53,16 @@ pub async fn finalize(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let policy = if crd_going { DeletionPolicy::Retain } else { tenant.spec.deletion_policy };
     let owned = ctx.caches.owned(&name);
     // The per-tenant read of its own Tenant goes in both cases.
-    for key in owned
-        .iter()
-        .filter(|k| matches!(k.kind, Kind::ClusterRole | Kind::ClusterRoleBinding) && is_planned_name(k.kind, &name, &k.name))
-    {
+    for key in owned.iter().filter(|k| {
+        matches!(k.kind, Kind::ClusterRole | Kind::ClusterRoleBinding) && is_planned_name(k.kind, &name, &k.name)
+    }) {
         apply::delete(ctx, key).await?;
     }
     // Only namespaces the Tenant's status records as held are released or
     // erased: a label copied onto someone else's namespace proves nothing.
     let held = status::held_namespaces(tenant.status.as_ref());
-    let namespaces: Vec<String> = owned
-        .iter()
-        .filter(|k| k.kind == Kind::Namespace && held.contains(&k.name))
-        .map(|k| k.name.clone())
-        .collect();
+    let namespaces: Vec<String> =
+        owned.iter().filter(|k| k.kind == Kind::Namespace && held.contains(&k.name)).map(|k| k.name.clone()).collect();
     match policy {
         DeletionPolicy::Retain => {
             for ns in &namespaces {
@@ -83,7 +79,10 @@ pub async fn finalize(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
                 SecurityAction::TenantReleased,
                 None,
                 if crd_going { "CrdDeleted" } else { "Retain" },
-                format!("tenant {name} deleted: {} namespace(s) kept with their data, access bindings removed ({why})", namespaces.len()),
+                format!(
+                    "tenant {name} deleted: {} namespace(s) kept with their data, access bindings removed ({why})",
+                    namespaces.len()
+                ),
             )
             .await;
             remove_finalizer(tenant, ctx).await?;
@@ -101,7 +100,8 @@ pub async fn finalize(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
                 .collect();
             for ns in &remaining {
                 let key = crate::plan::ObjectKey { kind: Kind::Namespace, namespace: None, name: ns.clone() };
-                let terminating = ctx.caches.namespaces.get(None, ns).is_some_and(|m| m.metadata.deletion_timestamp.is_some());
+                let terminating =
+                    ctx.caches.namespaces.get(None, ns).is_some_and(|m| m.metadata.deletion_timestamp.is_some());
                 if !terminating {
                     apply::delete(ctx, &key).await?;
                 }

@@ -46,7 +46,9 @@ pub enum KeysError {
         reason: String,
     },
     /// The source Secret is wrapped by a key we do not have.
-    #[error("the source Secret is wrapped by master key {found}, but the operator has {have}: start the operator with the master key that wrapped it")]
+    #[error(
+        "the source Secret is wrapped by master key {found}, but the operator has {have}: start the operator with the master key that wrapped it"
+    )]
     MasterKeyMismatch {
         /// Key id recorded on the Secret.
         found: String,
@@ -117,9 +119,8 @@ impl MasterKey {
 
     /// Decrypts a blob made by [`MasterKey::wrap`] for `tenant`.
     pub fn unwrap(&self, tenant: &str, blob: &[u8]) -> Result<Vec<u8>, KeysError> {
-        let rest = blob
-            .strip_prefix(WRAPPED_MAGIC)
-            .ok_or_else(|| KeysError::Corrupt("not a wrapped document".into()))?;
+        let rest =
+            blob.strip_prefix(WRAPPED_MAGIC).ok_or_else(|| KeysError::Corrupt("not a wrapped document".into()))?;
         if rest.len() < 12 {
             return Err(KeysError::Corrupt("truncated".into()));
         }
@@ -231,7 +232,11 @@ pub async fn ensure(ctx: &Context, tenant: &Tenant, effective: &Effective) -> Re
         Some(secret) => match decode(ctx, &name, secret) {
             Ok(m) => Some(m),
             Err(e) => {
-                let reason = if matches!(e, KeysError::MasterKeyMismatch { .. }) { "MasterKeyMismatch" } else { "SourceSecretCorrupt" };
+                let reason = if matches!(e, KeysError::MasterKeyMismatch { .. }) {
+                    "MasterKeyMismatch"
+                } else {
+                    "SourceSecretCorrupt"
+                };
                 return Ok(Keys::Blocked { reason, message: format!("{ns}/{source_name}: {e}") });
             }
         },
@@ -248,7 +253,8 @@ pub async fn ensure(ctx: &Context, tenant: &Tenant, effective: &Effective) -> Re
     let trigger = tenant.annotations().get(ROTATE_ANNOTATION).map(String::as_str);
     let now = Timestamp::now();
     let wrapped_as_wanted = source.as_ref().is_some_and(|s| {
-        s.annotations().get(MASTER_KEY_ANNOTATION).map(String::as_str) == ctx.options.master_key.as_ref().map(|m| m.id())
+        s.annotations().get(MASTER_KEY_ANNOTATION).map(String::as_str)
+            == ctx.options.master_key.as_ref().map(|m| m.id())
     });
     let (material, change) = evolve_with_os(existing, tenant, effective, trigger, now);
     if change.any() || !wrapped_as_wanted {

@@ -124,17 +124,14 @@ impl Caches {
 
     /// Every object bulkhead still manages for `tenant` (released objects excluded).
     pub fn owned(&self, tenant: &str) -> Vec<ObjectKey> {
-        fn keys<K: kube::Resource>(kind: Kind, cache: &Cache<K>, tenant: &str, out: &mut Vec<ObjectKey>)
+        fn keys<K>(kind: Kind, cache: &Cache<K>, tenant: &str, out: &mut Vec<ObjectKey>)
         where
-            K: Clone + std::fmt::Debug + Send + Sync + 'static,
+            K: kube::Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
         {
             for obj in cache.of_tenant(tenant) {
                 let meta = obj.meta();
-                let managed = meta
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_MANAGED_BY))
-                    .is_some_and(|v| v == MANAGED_BY);
+                let managed =
+                    meta.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY)).is_some_and(|v| v == MANAGED_BY);
                 if managed {
                     out.push(ObjectKey {
                         kind,
@@ -186,13 +183,8 @@ pub struct Context {
     pub recorder: Recorder,
 }
 
-fn spawn_cache<K>(
-    client: &Client,
-    cache: &Arc<Cache<K>>,
-    selector: Option<&str>,
-    page_size: u32,
-    triggers: &Triggers,
-) where
+fn spawn_cache<K>(client: &Client, cache: &Arc<Cache<K>>, selector: Option<&str>, page_size: u32, triggers: &Triggers)
+where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let mut cfg = watcher::Config::default().page_size(page_size);
@@ -213,11 +205,9 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
     let page = options.page_size;
 
-    let ns_stream = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        watcher::Config::default().page_size(page),
-    )
-        .default_backoff();
+    let ns_stream =
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default().page_size(page))
+            .default_backoff();
     tokio::spawn(caches.namespaces.clone().run(ns_stream, triggers.clone()));
     spawn_cache(&client, &caches.service_accounts, Some(&managed), page, &triggers);
     spawn_cache(&client, &caches.network_policies, Some(&managed), page, &triggers);

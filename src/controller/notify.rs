@@ -38,13 +38,17 @@ pub async fn security(
     message: String,
 ) {
     let name = tenant.meta().name.clone().unwrap_or_default();
-    SecurityEvent { action, tenant: name, object: object.map(object_ref), reason: reason.into(), message: message.clone() }
-        .emit();
+    SecurityEvent {
+        action,
+        tenant: name,
+        object: object.map(object_ref),
+        reason: reason.into(),
+        message: message.clone(),
+    }
+    .emit();
     let warning = matches!(action, Action::DriftRepaired | Action::NamespaceConflict | Action::KeyMaterialUnavailable);
-    let event_reason = serde_json::to_value(action)
-        .ok()
-        .and_then(|v| v.as_str().map(pascal))
-        .unwrap_or_else(|| reason.to_string());
+    let event_reason =
+        serde_json::to_value(action).ok().and_then(|v| v.as_str().map(pascal)).unwrap_or_else(|| reason.to_string());
     event(ctx, tenant, warning, &event_reason, reason, message).await;
 }
 

@@ -20,9 +20,10 @@ use super::{Context, Error, apply, status};
 /// interrupted release is resumed.
 pub async fn release_namespace(ctx: &Context, tenant: &str, namespace: &str) -> Result<(), Error> {
     let owned = ctx.caches.owned(tenant);
-    let in_namespace = owned
-        .iter()
-        .filter(|k| k.namespace.as_deref() == Some(namespace) && (k.kind == Kind::ServiceAccount || is_planned_name(k.kind, tenant, &k.name)));
+    let in_namespace = owned.iter().filter(|k| {
+        k.namespace.as_deref() == Some(namespace)
+            && (k.kind == Kind::ServiceAccount || is_planned_name(k.kind, tenant, &k.name))
+    });
     for key in in_namespace {
         if key.kind == Kind::RoleBinding {
             apply::delete(ctx, key).await?;
@@ -59,7 +60,10 @@ pub async fn prune(
     let held = status::held_namespaces(tenant.status.as_ref());
     let mut pruned = Pruned::default();
     for key in ctx.caches.owned(name) {
-        if wanted.contains(&key) || !is_planned_name(key.kind, name, &key.name) || (key.kind == Kind::Secret && !prune_secrets) {
+        if wanted.contains(&key)
+            || !is_planned_name(key.kind, name, &key.name)
+            || (key.kind == Kind::Secret && !prune_secrets)
+        {
             continue;
         }
         match (&key.kind, &key.namespace) {
@@ -92,7 +96,10 @@ pub async fn prune(
                             Action::NamespaceDeleted,
                             Some(&key),
                             "RemovedFromSpec",
-                            format!("namespace {} left the tenant and was deleted with its data (deletionPolicy Delete)", key.name),
+                            format!(
+                                "namespace {} left the tenant and was deleted with its data (deletionPolicy Delete)",
+                                key.name
+                            ),
                         )
                         .await;
                     }

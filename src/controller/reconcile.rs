@@ -21,9 +21,9 @@ use crate::plan::{self, FIELD_MANAGER, FINALIZER, ManagedObject, ObjectKey, name
 use crate::telemetry::security::Action as SecurityAction;
 
 use super::apply::{self, Applied};
+use super::keys::{self, Keys};
 use super::notify::{event, security};
 use super::status::{self, PHASE_CONFLICT, PHASE_READY, PHASE_TERMINATING, Report};
-use super::keys::{self, Keys};
 use super::{Context, Error, finalize, prune};
 
 /// Reconciles one Tenant.
@@ -93,21 +93,16 @@ fn claim_namespaces(tenant: &Tenant, ctx: &Context) -> (Tenant, Vec<NamespaceSta
     let mut usable = tenant.clone();
     usable.status = None;
     usable.spec.namespaces.retain(|n| !blocked.contains(&namespace_name(&name, &n.name)));
-    usable
-        .spec
-        .access
-        .retain(|a| a.kind != SubjectKind::ServiceAccount || a.namespace.as_ref().is_none_or(|ns| !blocked.contains(ns)));
+    usable.spec.access.retain(|a| {
+        a.kind != SubjectKind::ServiceAccount || a.namespace.as_ref().is_none_or(|ns| !blocked.contains(ns))
+    });
     (usable, statuses, keep)
 }
 
 fn observed_quotas(ctx: &Context, namespaces: &[String]) -> BTreeMap<String, quota::Observed> {
     let parse = |map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
-        map.map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Quantity::parse(&v.0).ok().map(|q| (k.clone(), q)))
-                .collect()
-        })
-        .unwrap_or_default()
+        map.map(|m| m.iter().filter_map(|(k, v)| Quantity::parse(&v.0).ok().map(|q| (k.clone(), q))).collect())
+            .unwrap_or_default()
     };
     namespaces
         .iter()
@@ -138,7 +133,8 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
     let previous = tenant.status.as_ref();
     let mut report = Report { namespaces, ..Default::default() };
     for ns in report.namespaces.iter().filter(|n| n.phase == PHASE_CONFLICT) {
-        let known = previous.is_some_and(|p| p.namespaces.iter().any(|q| q.name == ns.name && q.phase == PHASE_CONFLICT));
+        let known =
+            previous.is_some_and(|p| p.namespaces.iter().any(|q| q.name == ns.name && q.phase == PHASE_CONFLICT));
         if !known {
             let key = ObjectKey { kind: Kind::Namespace, namespace: None, name: ns.name.clone() };
             security(
@@ -156,7 +152,10 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
         Ok(d) => d,
         Err(e) => {
             let message = e.to_string();
-            if previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == "Ready")).is_none_or(|c| c.message != message) {
+            if previous
+                .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Ready"))
+                .is_none_or(|c| c.message != message)
+            {
                 event(ctx, tenant, true, "InvalidSpec", "Plan", message.clone()).await;
             }
             report.plan_error = Some(message);
@@ -211,7 +210,8 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
     }
 
     // Namespaces first: everything else lives in them.
-    let (ns_objects, rest): (Vec<_>, Vec<_>) = desired.objects.iter().cloned().partition(|o| o.kind() == Kind::Namespace);
+    let (ns_objects, rest): (Vec<_>, Vec<_>) =
+        desired.objects.iter().cloned().partition(|o| o.kind() == Kind::Namespace);
     let mut results = apply_all(ctx, &ns_objects).await;
     results.extend(apply_all(ctx, &rest).await);
 
@@ -250,7 +250,12 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
             _ => None,
         });
         if let Some(rb) = entry {
-            let subject = rb.subjects.as_ref().and_then(|s| s.first()).map(|s| format!("{} {}", s.kind, s.name)).unwrap_or_default();
+            let subject = rb
+                .subjects
+                .as_ref()
+                .and_then(|s| s.first())
+                .map(|s| format!("{} {}", s.kind, s.name))
+                .unwrap_or_default();
             security(
                 ctx,
                 tenant,
@@ -272,11 +277,8 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
 
     if changed > 0 && !drift_possible {
         let first = previous.is_none_or(|p| p.observed_generation.is_none());
-        let (action, reason) = if first {
-            (SecurityAction::TenantCreated, "Created")
-        } else {
-            (SecurityAction::TenantUpdated, "Updated")
-        };
+        let (action, reason) =
+            if first { (SecurityAction::TenantCreated, "Created") } else { (SecurityAction::TenantUpdated, "Updated") };
         security(
             ctx,
             tenant,

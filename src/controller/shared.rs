@@ -26,7 +26,11 @@ pub async fn ensure(ctx: &Context) -> Result<usize, Error> {
     let wanted: Vec<ObjectKey> = desired.iter().map(|o| o.key()).collect();
     for role in ctx.caches.cluster_roles.all() {
         let shared = role.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SHARED)).is_some_and(|v| v == "true");
-        let key = ObjectKey { kind: Kind::ClusterRole, namespace: None, name: role.metadata.name.clone().unwrap_or_default() };
+        let key = ObjectKey {
+            kind: Kind::ClusterRole,
+            namespace: None,
+            name: role.metadata.name.clone().unwrap_or_default(),
+        };
         if shared && !wanted.contains(&key) {
             apply::delete(ctx, &key).await?;
             changed += 1;

@@ -60,12 +60,7 @@ fn cond(type_: &'static str, ok: Option<bool>, reason: &str, message: impl Into<
 }
 
 fn failures_of(report: &Report, kinds: &[Kind]) -> Vec<String> {
-    report
-        .failures
-        .iter()
-        .filter(|(k, _)| kinds.contains(k))
-        .map(|(_, m)| m.clone())
-        .collect()
+    report.failures.iter().filter(|(k, _)| kinds.contains(k)).map(|(_, m)| m.clone()).collect()
 }
 
 fn concerns(report: &Report) -> Vec<Cond> {
@@ -76,18 +71,10 @@ fn concerns(report: &Report) -> Vec<Cond> {
             .collect();
     }
     let mut out = Vec::new();
-    let conflicts: Vec<&str> = report
-        .namespaces
-        .iter()
-        .filter(|n| n.phase == PHASE_CONFLICT)
-        .map(|n| n.name.as_str())
-        .collect();
-    let terminating: Vec<&str> = report
-        .namespaces
-        .iter()
-        .filter(|n| n.phase == PHASE_TERMINATING)
-        .map(|n| n.name.as_str())
-        .collect();
+    let conflicts: Vec<&str> =
+        report.namespaces.iter().filter(|n| n.phase == PHASE_CONFLICT).map(|n| n.name.as_str()).collect();
+    let terminating: Vec<&str> =
+        report.namespaces.iter().filter(|n| n.phase == PHASE_TERMINATING).map(|n| n.name.as_str()).collect();
     let ns_failures = failures_of(report, &[Kind::Namespace, Kind::ServiceAccount]);
     out.push(if !conflicts.is_empty() {
         cond(
@@ -149,17 +136,14 @@ fn concerns(report: &Report) -> Vec<Cond> {
     } else if report.quotas == 0 {
         cond("QuotaEnforced", Some(false), "NoQuota", "spec.quota is not set: the tenant's resource use is unlimited")
     } else {
-        cond(
-            "QuotaEnforced",
-            Some(true),
-            "QuotaApplied",
-            format!("ResourceQuota in {} namespace(s)", report.quotas),
-        )
+        cond("QuotaEnforced", Some(true), "QuotaApplied", format!("ResourceQuota in {} namespace(s)", report.quotas))
     });
     let secret_failures = failures_of(report, &[Kind::Secret]);
     out.push(match (&report.keys_blocked, &report.keys) {
         (Some((reason, message)), _) => cond("SecretsReady", Some(false), reason, message.clone()),
-        _ if !secret_failures.is_empty() => cond("SecretsReady", Some(false), "ApplyFailed", secret_failures.join("; ")),
+        _ if !secret_failures.is_empty() => {
+            cond("SecretsReady", Some(false), "ApplyFailed", secret_failures.join("; "))
+        }
         (None, Some(k)) => cond(
             "SecretsReady",
             Some(true),
@@ -193,14 +177,19 @@ pub fn build(generation: Option<i64>, previous: Option<&TenantStatus>, report: &
         (c.ok == Some(false) && !matches!(c.reason.as_str(), "NoQuota" | "IsolationDisabled")) || c.ok.is_none()
     });
     let ready = match (report.erasing, blocking) {
-        (Some(n), _) => cond("Ready", Some(false), "Erasing", format!("erasing the tenant: {n} namespace(s) still terminating")),
+        (Some(n), _) => {
+            cond("Ready", Some(false), "Erasing", format!("erasing the tenant: {n} namespace(s) still terminating"))
+        }
         (None, Some(b)) => cond("Ready", Some(false), &b.reason.clone(), format!("{}: {}", b.type_, b.message)),
         (None, None) => cond("Ready", Some(true), "Converged", "every control of the tenant is in place"),
     };
     let stalled = report.plan_error.is_some()
-        || conds
-            .iter()
-            .any(|c| matches!(c.reason.as_str(), "NamespaceConflict" | "ApplyFailed" | "SourceSecretLost" | "SourceSecretCorrupt" | "MasterKeyMismatch"));
+        || conds.iter().any(|c| {
+            matches!(
+                c.reason.as_str(),
+                "NamespaceConflict" | "ApplyFailed" | "SourceSecretLost" | "SourceSecretCorrupt" | "MasterKeyMismatch"
+            )
+        });
     let in_progress = ready.ok != Some(true) && !stalled;
     let mut all = vec![ready];
     all.append(&mut conds);
@@ -259,8 +248,7 @@ pub fn held_namespaces(status: Option<&TenantStatus>) -> std::collections::BTree
 /// Whether the tenant had converged at this generation: any change found now is drift.
 pub fn was_converged(generation: Option<i64>, status: Option<&TenantStatus>) -> bool {
     status.is_some_and(|s| {
-        s.observed_generation == generation
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+        s.observed_generation == generation && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
     })
 }
 
@@ -329,7 +317,9 @@ mod tests {
         let mut broken = ready_report();
         broken.failures.push((Kind::NetworkPolicy, "denied".into()));
         let second = build(Some(1), Some(&first), &broken, &now(20));
-        let t = |s: &TenantStatus, ty: &str| s.conditions.iter().find(|c| c.type_ == ty).unwrap().last_transition_time.clone();
+        let t = |s: &TenantStatus, ty: &str| {
+            s.conditions.iter().find(|c| c.type_ == ty).unwrap().last_transition_time.clone()
+        };
         assert_eq!(t(&second, "NamespacesReady"), now(10));
         assert_eq!(t(&second, "NetworkIsolated"), now(20));
         assert_eq!(t(&second, "Ready"), now(20));
@@ -338,11 +328,8 @@ mod tests {
     #[test]
     fn lost_keys_block_ready_and_are_remembered() {
         let first = build(Some(1), None, &ready_report(), &now(1));
-        let lost = Report {
-            keys: None,
-            keys_blocked: Some(("SourceSecretLost".into(), "gone".into())),
-            ..ready_report()
-        };
+        let lost =
+            Report { keys: None, keys_blocked: Some(("SourceSecretLost".into(), "gone".into())), ..ready_report() };
         let s = build(Some(1), Some(&first), &lost, &now(2));
         assert!(s.conditions.iter().any(|c| c.type_ == "SecretsReady" && c.reason == "SourceSecretLost"));
         assert!(s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False"));

@@ -45,7 +45,9 @@ fn workloads(verbs: &[&str]) -> Vec<PolicyRule> {
 pub fn profile_role_name(profile: Profile, exec: bool) -> String {
     let exec = if exec && matches!(profile, Profile::Admin | Profile::Developer) { "" } else { "-noexec" };
     match profile {
-        Profile::Admin | Profile::Developer => format!("bulkhead-profile-{}{exec}", profile.as_str()),
+        Profile::Admin | Profile::Developer => {
+            format!("bulkhead-profile-{}{exec}", profile.as_str())
+        }
         _ => format!("bulkhead-profile-{}", profile.as_str()),
     }
 }
@@ -161,7 +163,9 @@ pub fn plan(
     for entry in &spec.access {
         if entry.kind == SubjectKind::ServiceAccount {
             match &entry.namespace {
-                None => return Err(PlanError::ServiceAccountWithoutNamespace(entry.name.clone())),
+                None => {
+                    return Err(PlanError::ServiceAccountWithoutNamespace(entry.name.clone()));
+                }
                 Some(ns) if !namespaces.contains(ns) => {
                     return Err(PlanError::ServiceAccountOutsideTenant {
                         name: entry.name.clone(),
@@ -204,11 +208,7 @@ pub fn plan(
     }
     if !subjects.is_empty() {
         let name = tenant_role_name(tenant);
-        let meta = ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some(owner_labels(tenant)),
-            ..Default::default()
-        };
+        let meta = ObjectMeta { name: Some(name.clone()), labels: Some(owner_labels(tenant)), ..Default::default() };
         out.push(ManagedObject::ClusterRole(ClusterRole {
             metadata: meta.clone(),
             rules: Some(vec![PolicyRule {
@@ -222,11 +222,7 @@ pub fn plan(
         }));
         out.push(ManagedObject::ClusterRoleBinding(ClusterRoleBinding {
             metadata: meta,
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "ClusterRole".into(),
-                name,
-            },
+            role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name },
             subjects: Some(subjects),
         }));
     }

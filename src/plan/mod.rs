@@ -74,7 +74,9 @@ pub enum PlanError {
     #[error("namespace '{0}' is reserved and cannot belong to a tenant")]
     ReservedNamespace(String),
     /// ServiceAccount outside the tenant.
-    #[error("access entry for ServiceAccount '{name}' names namespace '{namespace}', which is not one of this tenant's namespaces")]
+    #[error(
+        "access entry for ServiceAccount '{name}' names namespace '{namespace}', which is not one of this tenant's namespaces"
+    )]
     ServiceAccountOutsideTenant {
         /// Account name.
         name: String,

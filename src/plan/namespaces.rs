@@ -7,7 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::TenantSpec;
 
-use super::{Config, Effective, ManagedObject, PlanError, RESERVED_NAMESPACES, is_dns_label, namespace_name, owner_labels};
+use super::{
+    Config, Effective, ManagedObject, PlanError, RESERVED_NAMESPACES, is_dns_label, namespace_name, owner_labels,
+};
 
 /// Pod Security Admission label prefix.
 pub const PSA_PREFIX: &str = "pod-security.kubernetes.io/";
@@ -104,7 +106,9 @@ impl Claim {
     /// by bulkhead, so a namespace the status records stays ours even if
     /// someone relabels it, and a relabelled namespace never becomes ours.
     pub fn of(tenant: &str, existing: Option<&BTreeMap<String, String>>, terminating: bool, held: bool) -> Self {
-        let Some(labels) = existing else { return Claim::Free };
+        let Some(labels) = existing else {
+            return Claim::Free;
+        };
         let holder = labels.get(super::LABEL_TENANT);
         let managed = labels.get(super::LABEL_MANAGED_BY).is_some_and(|v| v == super::MANAGED_BY);
         match holder {

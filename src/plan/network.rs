@@ -5,8 +5,8 @@
 //! apiserver sets and nobody can change, never by a label a tenant could copy.
 
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -36,10 +36,8 @@ pub fn namespaces_selector(names: &[String]) -> LabelSelector {
 
 fn peer(p: &NetworkPeer, field: &str) -> Result<NetworkPolicyPeer, PlanError> {
     if let Some(cidr) = &p.cidr {
-        let parsed: ipnet::IpNet = cidr.parse().map_err(|_| PlanError::InvalidCidr {
-            field: field.to_string(),
-            value: cidr.clone(),
-        })?;
+        let parsed: ipnet::IpNet =
+            cidr.parse().map_err(|_| PlanError::InvalidCidr { field: field.to_string(), value: cidr.clone() })?;
         // NetworkPolicy wants the network address; normalising avoids a
         // server-side rejection for "10.1.2.3/8".
         return Ok(NetworkPolicyPeer {
@@ -48,10 +46,7 @@ fn peer(p: &NetworkPeer, field: &str) -> Result<NetworkPolicyPeer, PlanError> {
         });
     }
     let names = p.namespaces.clone().unwrap_or_default();
-    Ok(NetworkPolicyPeer {
-        namespace_selector: Some(namespaces_selector(&names)),
-        ..Default::default()
-    })
+    Ok(NetworkPolicyPeer { namespace_selector: Some(namespaces_selector(&names)), ..Default::default() })
 }
 
 fn ports(ports: &[PortSpec]) -> Option<Vec<NetworkPolicyPort>> {
@@ -85,10 +80,7 @@ pub fn allow_rules(
     network: &NetworkSpec,
     config: &Config,
 ) -> Result<(Vec<NetworkPolicyIngressRule>, Vec<NetworkPolicyEgressRule>), PlanError> {
-    let own = NetworkPolicyPeer {
-        namespace_selector: Some(namespaces_selector(namespaces)),
-        ..Default::default()
-    };
+    let own = NetworkPolicyPeer { namespace_selector: Some(namespaces_selector(namespaces)), ..Default::default() };
     let mut ingress = vec![NetworkPolicyIngressRule { from: Some(vec![own.clone()]), ports: None }];
     for (i, p) in network.ingress_from.iter().enumerate() {
         ingress.push(NetworkPolicyIngressRule {

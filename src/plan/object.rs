@@ -167,11 +167,7 @@ impl ManagedObject {
     /// The object's identity.
     pub fn key(&self) -> ObjectKey {
         let meta = self.meta();
-        ObjectKey {
-            kind: self.kind(),
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone().unwrap_or_default(),
-        }
+        ObjectKey { kind: self.kind(), namespace: meta.namespace.clone(), name: meta.name.clone().unwrap_or_default() }
     }
 
     /// The object as JSON with apiVersion and kind, ready for server-side apply.

@@ -31,9 +31,7 @@ impl Quantity {
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
         let err = || QuantityError { value: text.to_string() };
         let s = text.trim();
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+')).unwrap_or(s.len());
         let (number, suffix) = s.split_at(split);
         let number = number.strip_prefix('+').unwrap_or(number);
         if number.is_empty() || number == "." {
@@ -73,18 +71,11 @@ impl Quantity {
                 if !(-18..=18).contains(&e) {
                     return Err(err());
                 }
-                if e >= 0 {
-                    (10i128.pow(e as u32), 1, false)
-                } else {
-                    (1, 10i128.pow((-e) as u32), false)
-                }
+                if e >= 0 { (10i128.pow(e as u32), 1, false) } else { (1, 10i128.pow((-e) as u32), false) }
             }
             _ => return Err(err()),
         };
-        let numerator = mantissa
-            .checked_mul(num)
-            .and_then(|v| v.checked_mul(1000))
-            .ok_or_else(err)?;
+        let numerator = mantissa.checked_mul(num).and_then(|v| v.checked_mul(1000)).ok_or_else(err)?;
         let denominator = den * 10i128.pow(frac_len);
         // Kubernetes rounds sub-milli precision up.
         let milli = (numerator + denominator - 1) / denominator;

@@ -186,7 +186,9 @@ pub fn apply_rebalance(
     namespaces: &[String],
     observed: &BTreeMap<String, Observed>,
 ) -> Result<(), PlanError> {
-    let Some(quota) = &spec.quota else { return Ok(()) };
+    let Some(quota) = &spec.quota else {
+        return Ok(());
+    };
     if quota.tenant_hard.is_empty() {
         return Ok(());
     }
@@ -205,15 +207,14 @@ pub fn apply_rebalance(
 }
 
 /// Tenant-wide limit and summed usage for each `tenantHard` resource.
-pub fn tenant_usage(tenant_hard: &Resources, observed: &BTreeMap<String, Observed>) -> BTreeMap<String, (Quantity, Quantity)> {
+pub fn tenant_usage(
+    tenant_hard: &Resources,
+    observed: &BTreeMap<String, Observed>,
+) -> BTreeMap<String, (Quantity, Quantity)> {
     tenant_hard
         .iter()
         .map(|(resource, limit)| {
-            let used: i128 = observed
-                .values()
-                .filter_map(|o| o.used.get(resource))
-                .map(|q| q.milli())
-                .sum();
+            let used: i128 = observed.values().filter_map(|o| o.used.get(resource)).map(|q| q.milli()).sum();
             (resource.clone(), (*limit, Quantity::from_milli(used, limit.is_binary())))
         })
         .collect()

@@ -59,9 +59,7 @@ impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         let bytes = STANDARD.decode(text.as_bytes()).map_err(serde::de::Error::custom)?;
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| serde::de::Error::custom("a key must be exactly 32 bytes"))?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| serde::de::Error::custom("a key must be exactly 32 bytes"))?;
         Ok(Key(arr))
     }
 }
@@ -200,20 +198,15 @@ pub fn evolve(
         m.keys.truncate(keep);
         change.rotated = true;
     }
-    let wanted: BTreeMap<&str, BTreeSet<&str>> = spec
-        .generated
-        .iter()
-        .map(|g| (g.name.as_str(), g.keys.iter().map(String::as_str).collect()))
-        .collect();
+    let wanted: BTreeMap<&str, BTreeSet<&str>> =
+        spec.generated.iter().map(|g| (g.name.as_str(), g.keys.iter().map(String::as_str).collect())).collect();
     let before = m.generated.clone();
     m.generated.retain(|name, _| wanted.contains_key(name.as_str()));
     for (name, keys) in &wanted {
         let entry = m.generated.entry(name.to_string()).or_default();
         entry.retain(|k, _| keys.contains(k.as_str()));
         for key in keys {
-            entry
-                .entry(key.to_string())
-                .or_insert_with(|| Credential(URL_SAFE_NO_PAD.encode(rng.key().0)));
+            entry.entry(key.to_string()).or_insert_with(|| Credential(URL_SAFE_NO_PAD.encode(rng.key().0)));
         }
     }
     if m.generated != before {
@@ -238,7 +231,9 @@ fn secret(tenant: &str, namespace: &str, name: &str, data: BTreeMap<String, Byte
 
 /// The key Secret and one Secret per generated credential, in every namespace.
 pub fn projections(tenant: &str, namespaces: &[String], material: &Material) -> Vec<ManagedObject> {
-    let Some(current) = material.current() else { return Vec::new() };
+    let Some(current) = material.current() else {
+        return Vec::new();
+    };
     let mut keys = BTreeMap::new();
     keys.insert(DEK_ID.to_string(), ByteString(current.id.clone().into_bytes()));
     keys.insert(AUDIT_KEY_ID.to_string(), ByteString(current.id.clone().into_bytes()));
@@ -280,7 +275,10 @@ mod tests {
             keep_previous: keep,
             generated: generated
                 .iter()
-                .map(|(n, ks)| GeneratedSecret { name: n.to_string(), keys: ks.iter().map(|k| k.to_string()).collect() })
+                .map(|(n, ks)| GeneratedSecret {
+                    name: n.to_string(),
+                    keys: ks.iter().map(|k| k.to_string()).collect(),
+                })
                 .collect(),
         }
     }
@@ -344,7 +342,8 @@ mod tests {
         let mut rng = Counter(0);
         let (m, _) = evolve(None, &spec(3, &[("db", &["password", "user"])]), DAY, None, at(0), &mut rng);
         let pw = m.generated["db"]["password"].clone();
-        let (m, c) = evolve(Some(m), &spec(3, &[("db", &["password"]), ("api", &["token"])]), DAY, None, at(0), &mut rng);
+        let (m, c) =
+            evolve(Some(m), &spec(3, &[("db", &["password"]), ("api", &["token"])]), DAY, None, at(0), &mut rng);
         assert!(c.credentials);
         assert_eq!(m.generated["db"]["password"], pw, "existing values never change");
         assert!(!m.generated["db"].contains_key("user"));

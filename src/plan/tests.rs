@@ -186,7 +186,10 @@ fn listed_exceptions_become_rules_with_ports() {
     let ingress = allow.ingress.as_ref().unwrap();
     assert_eq!(ingress.len(), 3);
     let ns_sel = ingress[1].from.as_ref().unwrap()[0].namespace_selector.as_ref().unwrap();
-    assert_eq!(ns_sel.match_expressions.as_ref().unwrap()[0].values.as_deref(), Some(&["ingress-nginx".to_string()][..]));
+    assert_eq!(
+        ns_sel.match_expressions.as_ref().unwrap()[0].values.as_deref(),
+        Some(&["ingress-nginx".to_string()][..])
+    );
     // The CIDR is normalised to its network address.
     assert_eq!(ingress[2].from.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "192.0.2.0/24");
     let egress = allow.egress.as_ref().unwrap();
@@ -503,7 +506,8 @@ fn plan_is_deterministic() {
 
 #[test]
 fn examples_plan_cleanly() {
-    for text in [include_str!("../../examples/acme-insurance.yaml"), include_str!("../../examples/globex-telecom.yaml")] {
+    for text in [include_str!("../../examples/acme-insurance.yaml"), include_str!("../../examples/globex-telecom.yaml")]
+    {
         let t = tenant(text);
         let d = plan_ok(&t);
         assert!(!d.objects.is_empty());

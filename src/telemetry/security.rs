@@ -150,7 +150,11 @@ mod tests {
         let ev = SecurityEvent {
             action: Action::DriftRepaired,
             tenant: "acme".into(),
-            object: Some(ObjectRef { kind: "NetworkPolicy".into(), namespace: Some("acme-a".into()), name: "bulkhead-allow".into() }),
+            object: Some(ObjectRef {
+                kind: "NetworkPolicy".into(),
+                namespace: Some("acme-a".into()),
+                name: "bulkhead-allow".into(),
+            }),
             reason: "Deleted".into(),
             message: "restored".into(),
         };

@@ -48,9 +48,7 @@ pub fn ensure_cluster() {
 async fn config() -> Config {
     ensure_cluster();
     let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig readable");
-    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig valid")
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig valid")
 }
 
 /// A client with the cluster admin's rights.
@@ -83,10 +81,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// A name no other test (or earlier run) uses: `prefix` plus a short suffix.
 pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros())
-        .unwrap_or(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
     let pid = std::process::id();
     let mix = (t as u64) ^ ((pid as u64) << 20) ^ ((n as u64) << 40);
     format!("{prefix}{:06x}", mix % 0xff_ffff)
@@ -136,19 +131,13 @@ pub async fn install_crd(client: &Client) {
         }
     })
     .await;
-    api.patch(&name, &PatchParams::apply("bulkhead-tests").force(), &Patch::Apply(&crd))
-        .await
-        .expect("CRD applies");
+    api.patch(&name, &PatchParams::apply("bulkhead-tests").force(), &Patch::Apply(&crd)).await.expect("CRD applies");
     wait_for("the Tenant CRD to be established", Duration::from_secs(30), || {
         let api = api.clone();
         let name = name.clone();
         async move {
             let crd = api.get(&name).await.ok()?;
-            let established = crd
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
+            let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
             established.then_some(())
         }
     })
@@ -199,9 +188,7 @@ impl Operator {
     }
 
     fn spawn(&mut self) {
-        let append = |p: &PathBuf| {
-            std::fs::OpenOptions::new().create(true).append(true).open(p).expect("log file")
-        };
+        let append = |p: &PathBuf| std::fs::OpenOptions::new().create(true).append(true).open(p).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
         cmd.arg("run");
         if !self.shard.is_empty() {
