@@ -312,7 +312,7 @@ impl Spool {
                 policy = "refuse",
                 refused_lines = episode.refused_lines,
                 full_for_secs = now.duration_since(episode.since).as_secs(),
-                "{} spool is full: {err}; new lines are refused until the sink takes the backlog",
+                "{} {err}; new lines are refused until the sink takes the backlog",
                 self.name
             );
         }
