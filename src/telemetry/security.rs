@@ -4,8 +4,20 @@
 //! built only from names, kinds and reasons.
 
 use std::io::Write;
+use std::sync::OnceLock;
 
 use serde::Serialize;
+
+use crate::audit::sink::Shipper;
+
+/// The SIEM the security events are also POSTed to, when configured.
+static SIEM: OnceLock<Shipper> = OnceLock::new();
+
+/// Sends every later security event to `shipper` as well (batched, retried,
+/// spooled on disk while the SIEM is down). Set once, at start-up.
+pub fn ship_to(shipper: Shipper) -> Result<(), &'static str> {
+    SIEM.set(shipper).map_err(|_| "the SIEM sink is already set")
+}
 
 /// ECS version the field names follow.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -132,12 +144,21 @@ impl SecurityEvent {
         serde_json::to_string(&line).unwrap_or_default()
     }
 
-    /// Writes the event to stdout as one line; stdout is the security stream.
+    /// Writes the event to stdout as one line (stdout is the security
+    /// stream) and hands it to the SIEM shipper when one is configured.
     pub fn emit(&self) {
-        let mut out = std::io::stdout().lock();
-        // A closed stdout must not take the operator down; the Kubernetes Event still records it.
-        let _ = writeln!(out, "{}", self.to_line());
-        let _ = out.flush();
+        let line = self.to_line();
+        {
+            let mut out = std::io::stdout().lock();
+            // A closed stdout must not take the operator down; the Kubernetes Event still records it.
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        if let Some(siem) = SIEM.get()
+            && let Err(e) = siem.append(&[line])
+        {
+            tracing::error!(error = %e, action = ?self.action, "security event not spooled for the SIEM");
+        }
     }
 }
 
