@@ -1,0 +1,491 @@
+//! bulkhead at scale, measured against the physical floor of the same API
+//! server in the same run. `cargo bench --bench scale` (or `make bench`).
+//!
+//! Environment: BENCH_SIZES (default "100,1000"), BENCH_IDLE_SECS (default
+//! 300), BENCH_DRIFT (default 100), BENCH_OUT (default bench-results/).
+//! Needs the local control plane (`e2e/cluster up`); use a fresh one
+//! (`e2e/cluster down && e2e/cluster up`) on a quiet machine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bulkhead::api::Tenant;
+use bulkhead::controller::diff;
+use bulkhead::plan::secrets::{self, Entropy, Key};
+use bulkhead::plan::{self, ManagedObject};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, ResourceExt};
+use serde_json::{Value, json};
+
+const CONCURRENCY: usize = 64;
+const OPERATOR_NS: &str = "bulkhead-system";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn client() -> Client {
+    let path = repo().join("e2e/.cluster/kubeconfig");
+    let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{}: {e}; run e2e/cluster up", path.display()));
+    let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    cfg.read_timeout = Some(Duration::from_secs(120));
+    Client::try_from(cfg).expect("client")
+}
+
+/// A realistic contact-center tenant: two namespaces, four subjects, quotas, limits, one credential.
+fn tenant_spec(name: &str) -> Value {
+    json!({
+        "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": name, "labels": {"bench.bulkhead.dev/run": "1"}},
+        "spec": {
+            "namespaces": [{"name": "agents"}, {"name": "payments"}],
+            "network": {"ingressFrom": [{"namespaces": ["ingress-nginx"], "ports": [{"port": 8443}]}],
+                        "egressTo": [{"cidr": "203.0.113.0/24", "ports": [{"port": 443}]}]},
+            "quota": {"hard": {"requests.cpu": "4", "requests.memory": "8Gi", "pods": "40"}},
+            "limits": {"default": {"cpu": "500m", "memory": "512Mi"}},
+            "access": [
+                {"kind": "User", "name": format!("{name}-admin"), "profile": "admin"},
+                {"kind": "User", "name": format!("{name}-dev"), "profile": "developer"},
+                {"kind": "Group", "name": format!("{name}-auditors"), "profile": "auditor"},
+                {"kind": "User", "name": format!("{name}-viewer"), "profile": "viewer"}
+            ],
+            "secrets": {"generated": [{"name": "crm-db", "keys": ["password"]}]}
+        }
+    })
+}
+
+struct Fake(u64);
+impl Entropy for Fake {
+    fn key(&mut self) -> Key {
+        self.0 += 1;
+        let mut k = [0u8; 32];
+        k[..8].copy_from_slice(&self.0.to_le_bytes());
+        Key(k)
+    }
+    fn id(&mut self) -> String {
+        self.0 += 1;
+        format!("k{}", self.0)
+    }
+}
+
+/// Exactly what the operator writes for one tenant: the plan, the key
+/// projections and the source Secret.
+fn floor_objects(name: &str) -> Vec<(plan::ObjectKey, Value)> {
+    let t: Tenant = serde_json::from_value(tenant_spec(name)).expect("tenant");
+    let desired = plan::plan(&t, &plan::Config::default()).expect("plan");
+    let (material, _) = secrets::evolve(
+        None,
+        &t.spec.secrets,
+        desired.effective.rotation_period,
+        None,
+        jiff::Timestamp::now(),
+        &mut Fake(0),
+    );
+    let mut objects: Vec<ManagedObject> = desired.objects.clone();
+    objects.extend(secrets::projections(name, &desired.namespaces, &material));
+    let mut out: Vec<(plan::ObjectKey, Value)> = objects
+        .iter()
+        .map(|o| {
+            let mut v = o.to_json();
+            diff::stamp(&mut v);
+            (o.key(), v)
+        })
+        .collect();
+    let source = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": secrets::source_name(name), "namespace": OPERATOR_NS, "labels": plan::owner_labels(name)},
+        "data": {"material": base64_of(&serde_json::to_vec(&material).unwrap_or_default())}});
+    out.push((
+        plan::ObjectKey {
+            kind: plan::object::Kind::Secret,
+            namespace: Some(OPERATOR_NS.into()),
+            name: secrets::source_name(name),
+        },
+        source,
+    ));
+    out
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+async fn ssa(client: &Client, key: &plan::ObjectKey, body: &Value) {
+    let ar = key.kind.api_resource();
+    let api: Api<DynamicObject> = match &key.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    for attempt in 0..5 {
+        match api.patch(&key.name, &PatchParams::apply("bench-floor").force(), &Patch::Apply(body)).await {
+            Ok(_) => return,
+            Err(e) if attempt < 4 => {
+                eprintln!("retrying {key}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("floor apply {key}: {e}"),
+        }
+    }
+}
+
+/// A tight, maximally concurrent client applying the same objects: the floor.
+async fn floor(client: &Client, names: &[String]) -> Duration {
+    let all: Vec<(plan::ObjectKey, Value)> = names.iter().flat_map(|n| floor_objects(n)).collect();
+    let (namespaces, rest): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|(k, _)| k.kind == plan::object::Kind::Namespace);
+    let start = Instant::now();
+    futures::stream::iter(namespaces.iter())
+        .for_each_concurrent(CONCURRENCY, |(k, v)| async move { ssa(client, k, v).await })
+        .await;
+    futures::stream::iter(rest.iter())
+        .for_each_concurrent(CONCURRENCY, |(k, v)| async move { ssa(client, k, v).await })
+        .await;
+    start.elapsed()
+}
+
+/// apiserver_request_total by verb, from the apiserver's own /metrics.
+async fn requests_by_verb(client: &Client) -> BTreeMap<String, f64> {
+    let req = http::Request::get("/metrics").body(Vec::new()).expect("request");
+    let text = client.request_text(req).await.unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let verb = line.split("verb=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry(verb.to_string()).or_insert(0.0) += value;
+    }
+    out
+}
+
+fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), (v - before.get(k).unwrap_or(&0.0)).max(0.0) as u64))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+fn writes(d: &BTreeMap<String, u64>) -> u64 {
+    ["POST", "PUT", "PATCH", "DELETE", "APPLY"].iter().filter_map(|v| d.get(*v)).sum()
+}
+
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    }
+    fn status_kib(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_operator(selector: &str, log: &std::path::Path) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["run", "--log-format", "json", "--log-level", "warn", "--tenant-selector", selector])
+        .env("KUBECONFIG", repo().join("e2e/.cluster/kubeconfig"))
+        .env("BULKHEAD_METRICS_LISTEN", "off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("operator starts");
+    Proc { child }
+}
+
+async fn ready_count(client: &Client, selector: &str) -> usize {
+    let api: Api<Tenant> = Api::all(client.clone());
+    let list = api.list(&ListParams::default().labels(selector)).await.map(|l| l.items).unwrap_or_default();
+    list.iter()
+        .filter(|t| {
+            t.status.as_ref().is_some_and(|s| {
+                s.observed_generation == t.metadata.generation
+                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .count()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn drift(client: &Client, names: &[String], rounds: usize) -> BTreeMap<&'static str, (Duration, Duration)> {
+    let mut out = BTreeMap::new();
+    for kind in ["NetworkPolicy", "RoleBinding", "Secret"] {
+        let mut lat = Vec::new();
+        for i in 0..rounds {
+            let t = &names[(i * 7919) % names.len()];
+            let ns = format!("{t}-agents");
+            let start;
+            match kind {
+                "NetworkPolicy" => {
+                    let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+                    start = Instant::now();
+                    api.delete("bulkhead-allow", &DeleteParams::default()).await.expect("delete");
+                    while api.get_opt("bulkhead-allow").await.ok().flatten().is_none() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                "RoleBinding" => {
+                    let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
+                    let rb = api
+                        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=bulkhead"))
+                        .await
+                        .expect("list")
+                        .items[0]
+                        .name_any();
+                    start = Instant::now();
+                    api.delete(&rb, &DeleteParams::default()).await.expect("delete");
+                    while api.get_opt(&rb).await.ok().flatten().is_none() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                _ => {
+                    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+                    start = Instant::now();
+                    api.delete("bulkhead-keys", &DeleteParams::default()).await.expect("delete");
+                    while api.get_opt("bulkhead-keys").await.ok().flatten().is_none() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            lat.push(start.elapsed());
+        }
+        lat.sort();
+        out.insert(kind, (percentile(&lat, 0.5), percentile(&lat, 0.99)));
+    }
+    out
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+}
+
+async fn prepare(client: &Client) {
+    let text = std::fs::read_to_string(repo().join("crds/bulkhead.dev_tenants.yaml")).expect("crd");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("crd yaml");
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .patch("tenants.bulkhead.dev", &PatchParams::apply("bench").force(), &Patch::Apply(&crd))
+        .await
+        .expect("crd applies");
+    for ns in [OPERATOR_NS, "ingress-nginx"] {
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        Api::<Namespace>::all(client.clone())
+            .patch(ns, &PatchParams::apply("bench"), &Patch::Apply(&body))
+            .await
+            .expect("namespace");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize, out_dir: &std::path::Path) -> Value {
+    let run = format!(
+        "{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) % 0xfffff
+    );
+    let floor_names: Vec<String> = (0..n).map(|i| format!("f{run}-{i}")).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("c{run}-{i}")).collect();
+    println!("\n## N = {n} tenants x 2 namespaces");
+
+    let floor_time = floor(client, &floor_names).await;
+    let objects_per_tenant = floor_objects("x").len();
+    println!("floor: {} objects applied in {:.2}s", n * objects_per_tenant, floor_time.as_secs_f64());
+
+    let selector = format!("bench.bulkhead.dev/shard={run}");
+    let op = start_operator(&selector, &out_dir.join(format!("operator-{n}.log")));
+    // Let the operator fill its caches before the clock starts, as a running operator would have.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = requests_by_verb(client).await;
+    let cpu0 = op.cpu_seconds();
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &kube::core::ApiResource::erase::<Tenant>(&()));
+    let start = Instant::now();
+    futures::stream::iter(names.iter())
+        .for_each_concurrent(CONCURRENCY, |name| {
+            let api = api.clone();
+            let run = run.clone();
+            async move {
+                let mut body = tenant_spec(name);
+                body["metadata"]["labels"] = json!({"bench.bulkhead.dev/shard": run});
+                let obj: DynamicObject = serde_json::from_value(body).expect("tenant");
+                api.create(&PostParams::default(), &obj).await.expect("tenant created");
+            }
+        })
+        .await;
+    let mut peak_rss = 0;
+    loop {
+        peak_rss = peak_rss.max(op.status_kib("VmRSS:"));
+        if ready_count(client, &selector).await == n {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(1800), "convergence did not finish in 30 minutes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let converge = start.elapsed();
+    let after = requests_by_verb(client).await;
+    let conv_requests = delta(&after, &before);
+    let conv_cpu = op.cpu_seconds() - cpu0;
+    let ratio = converge.as_secs_f64() / floor_time.as_secs_f64();
+    println!(
+        "convergence: {:.2}s to all Ready; ratio to floor {ratio:.2} (target <= 1.3); operator CPU {conv_cpu:.1}s; requests {conv_requests:?}",
+        converge.as_secs_f64()
+    );
+
+    let idle_before = requests_by_verb(client).await;
+    let idle_cpu0 = op.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let idle_requests = delta(&requests_by_verb(client).await, &idle_before);
+    let idle_writes = writes(&idle_requests);
+    let idle_cpu = op.cpu_seconds() - idle_cpu0;
+    let steady_rss = op.status_kib("VmRSS:");
+    let hwm = op.status_kib("VmHWM:").max(peak_rss);
+    println!(
+        "idle {idle_secs}s: {idle_writes} API writes on the whole apiserver (target 0), operator CPU {idle_cpu:.2}s; requests {idle_requests:?}"
+    );
+    println!(
+        "memory: peak {:.1} MiB, steady {:.1} MiB (target < 40 MiB at 1,000)",
+        hwm as f64 / 1024.0,
+        steady_rss as f64 / 1024.0
+    );
+
+    let drift = drift(client, &names, drift_rounds).await;
+    for (kind, (p50, p99)) in &drift {
+        println!(
+            "drift repair {kind}: p50 {} ms, p99 {} ms over {drift_rounds} deletions (target p99 < 1000 ms)",
+            ms(*p50),
+            ms(*p99)
+        );
+    }
+    drop(op);
+    json!({
+        "tenants": n,
+        "namespaces": 2 * n,
+        "objects": n * objects_per_tenant,
+        "floor_seconds": floor_time.as_secs_f64(),
+        "convergence_seconds": converge.as_secs_f64(),
+        "ratio_to_floor": ratio,
+        "convergence_requests_by_verb": conv_requests,
+        "operator_cpu_seconds_convergence": conv_cpu,
+        "idle_seconds": idle_secs,
+        "idle_api_writes": idle_writes,
+        "idle_requests_by_verb": idle_requests,
+        "operator_cpu_seconds_idle": idle_cpu,
+        "rss_peak_mib": hwm as f64 / 1024.0,
+        "rss_steady_mib": steady_rss as f64 / 1024.0,
+        "drift_ms": drift.iter().map(|(k, (a, b))| (k.to_string(), json!({"p50": ms(*a), "p99": ms(*b)}))).collect::<BTreeMap<_, _>>(),
+    })
+}
+
+fn machine() -> Value {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    json!({"cores": cores, "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0})
+}
+
+fn audit_bench() -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead")).args(["audit", "bench", "--records", "200000"]).output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            println!("\naudit sidecar (one thread): {text}");
+            json!(text)
+        }
+        _ => json!(null),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; ignore the harness arguments.
+    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "100,1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let idle = env_or("BENCH_IDLE_SECS", 300u64);
+    let drift_rounds = env_or("BENCH_DRIFT", 100usize);
+    let out_dir = PathBuf::from(
+        std::env::var("BENCH_OUT").unwrap_or_else(|_| repo().join("bench-results").display().to_string()),
+    );
+    std::fs::create_dir_all(&out_dir).expect("output dir");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let m = machine();
+    println!("# bulkhead scale benchmark — machine: {m}");
+    let results = rt.block_on(async {
+        let client = client().await;
+        prepare(&client).await;
+        let mut results = Vec::new();
+        for n in &sizes {
+            results.push(run_size(&client, *n, idle, drift_rounds, &out_dir).await);
+        }
+        results
+    });
+    let audit = audit_bench();
+    let report = json!({"machine": m, "results": results, "audit_sidecar": audit});
+    let path = out_dir.join("scale.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default()).expect("write results");
+    println!(
+        "\n| N | floor s | converge s | ratio | idle writes | CPU conv s | RSS peak MiB | RSS steady MiB | drift p99 ms (NP/RB/Secret) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in results.iter() {
+        let d = &r["drift_ms"];
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {}/{}/{} |",
+            r["tenants"],
+            r["floor_seconds"].as_f64().unwrap_or(0.0),
+            r["convergence_seconds"].as_f64().unwrap_or(0.0),
+            r["ratio_to_floor"].as_f64().unwrap_or(0.0),
+            r["idle_api_writes"],
+            r["operator_cpu_seconds_convergence"].as_f64().unwrap_or(0.0),
+            r["rss_peak_mib"].as_f64().unwrap_or(0.0),
+            r["rss_steady_mib"].as_f64().unwrap_or(0.0),
+            d["NetworkPolicy"]["p99"],
+            d["RoleBinding"]["p99"],
+            d["Secret"]["p99"]
+        );
+    }
+    println!("\nresults written to {}", path.display());
+}
