@@ -14,7 +14,7 @@ use bulkhead::api::Tenant;
 use common::*;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -52,28 +52,11 @@ fn evaluate(input: &Value) -> BTreeMap<String, bool> {
         .collect()
 }
 
-async fn apply(client: &Client, tenant: Value) {
-    let name = tenant["metadata"]["name"].as_str().unwrap().to_string();
-    let mut body = tenant;
-    body["apiVersion"] = json!("bulkhead.dev/v1alpha1");
-    body["kind"] = json!("Tenant");
-    Api::<Tenant>::all(client.clone())
-        .patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&body))
-        .await
-        .unwrap();
-}
-
 async fn wait_ready(client: &Client, name: &str) {
-    let api: Api<Tenant> = Api::all(client.clone());
-    wait_for(&format!("Tenant {name} Ready"), Duration::from_secs(30), || {
-        let api = api.clone();
-        async move {
-            let t = api.get(name).await.ok()?;
-            let s = t.status?;
-            s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
-        }
+    wait_tenant(client, name, "Ready", Duration::from_secs(30), |t| {
+        t.status.as_ref()?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
     })
-    .await;
+    .await
 }
 
 #[tokio::test]
@@ -102,8 +85,8 @@ async fn only_the_intended_flows_are_allowed() {
         &b,
         &op.shard,
     );
-    apply(&client, ta).await;
-    apply(&client, tb).await;
+    apply_tenant(&client, &ta).await;
+    apply_tenant(&client, &tb).await;
     wait_ready(&client, &a).await;
     wait_ready(&client, &b).await;
 

@@ -18,17 +18,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn apply(client: &Client, tenant: &Value) {
-    let name = tenant["metadata"]["name"].as_str().unwrap().to_string();
-    let mut body = tenant.clone();
-    body["apiVersion"] = json!("bulkhead.dev/v1alpha1");
-    body["kind"] = json!("Tenant");
-    Api::<Tenant>::all(client.clone())
-        .patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&body))
-        .await
-        .unwrap_or_else(|e| panic!("Tenant {name} rejected: {e}"));
-}
-
 fn tenant(name: &str, shard: &str, spec: Value) -> Value {
     let mut t =
         tenant_from("metadata: {name: x}\nspec:\n  namespaces: [{name: agents}, {name: payments}]\n", name, shard);
@@ -45,15 +34,25 @@ fn condition(t: &Tenant, type_: &str) -> Option<(String, String)> {
 }
 
 async fn wait_secrets(client: &Client, name: &str, status: &str, reason: &str) -> Tenant {
-    let api: Api<Tenant> = Api::all(client.clone());
-    wait_for(&format!("Tenant {name} SecretsReady={status}/{reason}"), WAIT, || {
-        let api = api.clone();
-        async move {
-            let t = api.get(name).await.ok()?;
-            (t.status.as_ref()?.observed_generation == t.metadata.generation
-                && condition(&t, "SecretsReady")? == (status.to_string(), reason.to_string()))
-                .then_some(t)
-        }
+    wait_tenant(client, name, &format!("SecretsReady={status}/{reason}"), WAIT, |t| {
+        (t.status.as_ref()?.observed_generation == t.metadata.generation
+            && condition(t, "SecretsReady")? == (status.to_string(), reason.to_string()))
+            .then(|| t.clone())
+    })
+    .await
+}
+
+/// Waits until the Tenant's current key id is no longer `old`.
+async fn wait_new_key(
+    client: &Client,
+    name: &str,
+    old: &str,
+    what: &str,
+    timeout: Duration,
+) -> bulkhead::api::KeysStatus {
+    wait_tenant(client, name, what, timeout, |t| {
+        let k = t.status.as_ref()?.keys.clone()?;
+        (k.current_key_id != old).then_some(k)
     })
     .await
 }
@@ -65,16 +64,6 @@ async fn keys_in(client: &Client, ns: &str) -> BTreeMap<String, ByteString> {
 fn current_dek(keys: &BTreeMap<String, ByteString>) -> Vec<u8> {
     let id = String::from_utf8(keys["dek-id"].0.clone()).unwrap();
     keys[&format!("dek.{id}")].0.clone()
-}
-
-async fn delete_tenant(client: &Client, name: &str) {
-    let api: Api<Tenant> = Api::all(client.clone());
-    let _ = api.delete(name, &DeleteParams::default()).await;
-    wait_for(&format!("Tenant {name} gone"), Duration::from_secs(90), || {
-        let api = api.clone();
-        async move { matches!(api.get_opt(name).await, Ok(None)).then_some(()) }
-    })
-    .await;
 }
 
 fn profiles(name: &str) -> Value {
@@ -94,8 +83,8 @@ async fn keys_are_distinct_per_tenant_and_readable_only_where_needed() {
     let a = unique("a");
     let b = unique("b");
     let creds = json!({"generated": [{"name": "crm-db", "keys": ["password"]}]});
-    apply(&client, &tenant(&a, &op.shard, json!({"access": profiles(&a), "secrets": creds}))).await;
-    apply(&client, &tenant(&b, &op.shard, json!({"access": profiles(&b)}))).await;
+    apply_tenant(&client, &tenant(&a, &op.shard, json!({"access": profiles(&a), "secrets": creds}))).await;
+    apply_tenant(&client, &tenant(&b, &op.shard, json!({"access": profiles(&b)}))).await;
     wait_secrets(&client, &a, "True", "KeysReady").await;
     wait_secrets(&client, &b, "True", "KeysReady").await;
 
@@ -129,7 +118,7 @@ async fn keys_are_distinct_per_tenant_and_readable_only_where_needed() {
     // A namespace added later receives the very same keys.
     let mut t = tenant(&a, &op.shard, json!({"access": profiles(&a), "secrets": creds}));
     t["spec"]["namespaces"] = json!([{"name": "agents"}, {"name": "payments"}, {"name": "recordings"}]);
-    apply(&client, &t).await;
+    apply_tenant(&client, &t).await;
     let recordings = format!("{a}-recordings");
     let late = wait_for("keys in the new namespace", WAIT, || {
         let client = client.clone();
@@ -175,22 +164,16 @@ async fn keys_rotate_on_schedule_and_on_request_keeping_previous_ones() {
     install_crd(&client).await;
     let op = Operator::start(&unique("s"));
     let name = unique("r");
-    apply(&client, &tenant(&name, &op.shard, json!({"secrets": {"rotationPeriod": "12s", "keepPrevious": 2}}))).await;
+    apply_tenant(&client, &tenant(&name, &op.shard, json!({"secrets": {"rotationPeriod": "12s", "keepPrevious": 2}})))
+        .await;
     let t = wait_secrets(&client, &name, "True", "KeysReady").await;
     let first = t.status.unwrap().keys.unwrap();
     let ns = format!("{name}-agents");
     let before = keys_in(&client, &ns).await;
     // The schedule rotates without any change to the Tenant: no polling, a timed requeue.
     let api: Api<Tenant> = Api::all(client.clone());
-    let rotated = wait_for("a scheduled rotation", Duration::from_secs(40), || {
-        let api = api.clone();
-        let (name, id) = (name.clone(), first.current_key_id.clone());
-        async move {
-            let k = api.get(&name).await.ok()?.status?.keys?;
-            (k.current_key_id != id).then_some(k)
-        }
-    })
-    .await;
+    let rotated =
+        wait_new_key(&client, &name, &first.current_key_id, "a scheduled rotation", Duration::from_secs(40)).await;
     assert_eq!(rotated.previous_key_ids, vec![first.current_key_id.clone()]);
     let after = wait_for("the projection to carry the new key", WAIT, || {
         let client = client.clone();
@@ -208,15 +191,7 @@ async fn keys_rotate_on_schedule_and_on_request_keeping_previous_ones() {
     // A manual trigger rotates at once.
     let trigger = Patch::Merge(json!({"metadata": {"annotations": {"bulkhead.dev/rotate-keys": "incident-42"}}}));
     api.patch(&name, &PatchParams::default(), &trigger).await.unwrap();
-    let manual = wait_for("a manual rotation", WAIT, || {
-        let api = api.clone();
-        let (name, id) = (name.clone(), rotated.current_key_id.clone());
-        async move {
-            let k = api.get(&name).await.ok()?.status?.keys?;
-            (k.current_key_id != id).then_some(k)
-        }
-    })
-    .await;
+    let manual = wait_new_key(&client, &name, &rotated.current_key_id, "a manual rotation", WAIT).await;
     assert!(manual.previous_key_ids.len() <= 2, "keepPrevious bounds what is kept");
     assert!(op.security_events().iter().any(|e| e["event"]["action"] == "key-rotated"));
     delete_tenant(&client, &name).await;
@@ -228,7 +203,7 @@ async fn a_lost_source_is_a_loud_error_never_a_new_key() {
     install_crd(&client).await;
     let op = Operator::start(&unique("s"));
     let name = unique("l");
-    apply(&client, &tenant(&name, &op.shard, json!({}))).await;
+    apply_tenant(&client, &tenant(&name, &op.shard, json!({}))).await;
     wait_secrets(&client, &name, "True", "KeysReady").await;
     let ns = format!("{name}-agents");
     let before = keys_in(&client, &ns).await;
@@ -275,7 +250,7 @@ async fn master_key_wraps_the_source_and_logs_never_hold_a_value() {
     let op = Operator::start_with(&shard, &[("BULKHEAD_MASTER_KEY_FILE", mk.to_str().unwrap()), ("RUST_LOG", "trace")]);
     let name = unique("m");
     let spec = json!({"secrets": {"generated": [{"name": "crm-db", "keys": ["password", "user"]}]}, "deletionPolicy": "Delete"});
-    apply(&client, &tenant(&name, &shard, spec)).await;
+    apply_tenant(&client, &tenant(&name, &shard, spec)).await;
     wait_secrets(&client, &name, "True", "KeysReady").await;
     let ns = format!("{name}-agents");
     let keys = keys_in(&client, &ns).await;

@@ -154,6 +154,7 @@ pub struct Operator {
     /// Where its logs go.
     pub stderr: PathBuf,
     extra_env: Vec<(String, String)>,
+    extra_args: Vec<String>,
 }
 
 /// Label that assigns a Tenant to one test's operator.
@@ -167,8 +168,13 @@ impl Operator {
 
     /// Starts the operator with extra environment (e.g. RUST_LOG).
     pub fn start_with(shard: &str, env: &[(&str, &str)]) -> Self {
+        let dir = if shard.is_empty() { "all".to_string() } else { shard.to_string() };
+        Self::launch(shard, &dir, env, &[])
+    }
+
+    fn launch(shard: &str, dir: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
         ensure_cluster();
-        let dir = std::env::temp_dir().join(format!("bulkhead-e2e-{}", if shard.is_empty() { "all" } else { shard }));
+        let dir = std::env::temp_dir().join(format!("bulkhead-e2e-{dir}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut op = Self {
             child: None,
@@ -176,6 +182,7 @@ impl Operator {
             stdout: dir.join("security.jsonl"),
             stderr: dir.join("operator.log"),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         op.spawn();
         op
@@ -204,6 +211,7 @@ impl Operator {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
+        cmd.args(&self.extra_args);
         self.child = Some(cmd.spawn().expect("operator starts"));
     }
 
@@ -236,6 +244,76 @@ impl Operator {
     }
 }
 
+impl Operator {
+    /// Starts one of several replicas of the same shard, with extra `run`
+    /// arguments; each replica logs to its own files.
+    pub fn start_replica(shard: &str, replica: &str, args: &[&str]) -> Self {
+        Self::launch(shard, &format!("{shard}-{replica}"), &[], args)
+    }
+
+    /// The address of the operator's metrics/probe server, once it has logged it.
+    pub fn metrics_addr(&self) -> Option<String> {
+        let logs = self.logs();
+        let line = logs.lines().find(|l| l.contains("operations server listening"))?;
+        let tail = &line[line.find("addr=")? + 5..];
+        let clean: String = tail.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+        (!clean.is_empty()).then_some(clean)
+    }
+
+    /// GETs `path` from the operator's metrics/probe server: status code and body.
+    pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(&self.metrics_addr()?, path).await
+    }
+
+    /// The operator's current value of `metric` (the sum over every label set), from /metrics.
+    pub async fn metric(&self, metric: &str) -> Option<f64> {
+        let (status, body) = self.http_get("/metrics").await?;
+        (status == 200).then(|| metric_sum(&body, metric))
+    }
+
+    /// Sends SIGTERM and waits (at most `timeout`) for the process to exit; its exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+/// The sum of every sample of `metric` (any labels) in an OpenMetrics/Prometheus text exposition.
+pub fn metric_sum(exposition: &str, metric: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.strip_prefix(metric).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A minimal HTTP/1.0 GET on loopback (no client library needed): status code and body.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let status = text.split(' ').nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), io).await.ok()?
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
@@ -248,4 +326,44 @@ pub fn tenant_from(yaml: &str, name: &str, shard: &str) -> serde_json::Value {
     v["metadata"]["name"] = serde_json::Value::String(name.into());
     v["metadata"]["labels"] = serde_json::json!({ SHARD_LABEL: shard });
     v
+}
+
+/// Server-side applies a Tenant manifest (as JSON) with field manager `e2e`.
+pub async fn apply_tenant(client: &Client, tenant: &serde_json::Value) {
+    let name = tenant["metadata"]["name"].as_str().expect("tenant name").to_string();
+    let mut body = tenant.clone();
+    body["apiVersion"] = serde_json::json!("bulkhead.dev/v1alpha1");
+    body["kind"] = serde_json::json!("Tenant");
+    Api::<bulkhead::api::Tenant>::all(client.clone())
+        .patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&body))
+        .await
+        .unwrap_or_else(|e| panic!("Tenant {name} rejected: {e}"));
+}
+
+/// Waits until `check` accepts the Tenant, naming `what` on timeout.
+pub async fn wait_tenant<T>(
+    client: &Client,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&bulkhead::api::Tenant) -> Option<T>,
+) -> T {
+    let api: Api<bulkhead::api::Tenant> = Api::all(client.clone());
+    let check = &check;
+    wait_for(&format!("Tenant {name}: {what}"), timeout, || {
+        let api = api.clone();
+        async move { check(&api.get(name).await.ok()?) }
+    })
+    .await
+}
+
+/// Deletes a Tenant and waits until its finalizer has run and it is gone.
+pub async fn delete_tenant(client: &Client, name: &str) {
+    let api: Api<bulkhead::api::Tenant> = Api::all(client.clone());
+    let _ = api.delete(name, &kube::api::DeleteParams::default()).await;
+    wait_for(&format!("Tenant {name} to be gone"), Duration::from_secs(90), || {
+        let api = api.clone();
+        async move { matches!(api.get_opt(name).await, Ok(None)).then_some(()) }
+    })
+    .await;
 }
