@@ -7,5 +7,7 @@
 pub mod api;
 pub mod audit;
 pub mod controller;
+pub mod leader;
 pub mod plan;
+pub mod shutdown;
 pub mod telemetry;

@@ -5,8 +5,12 @@ use clap::{Args, Parser, Subcommand};
 
 use bulkhead::api::Tenant;
 use bulkhead::controller::{self, Options};
+use bulkhead::leader::{self, Leadership};
 use bulkhead::plan;
-use bulkhead::telemetry::{self, LogFormat};
+use bulkhead::shutdown::Shutdown;
+use bulkhead::telemetry::health::Readiness;
+use bulkhead::telemetry::metrics::Metrics;
+use bulkhead::telemetry::{self, LogFormat, server};
 
 /// bulkhead: one Tenant becomes a sealed, verifiable compartment of a Kubernetes cluster.
 #[derive(Parser)]
@@ -23,7 +27,7 @@ enum Command {
     /// Print every object a Tenant manifest turns into, without touching a cluster.
     Plan(PlanArgs),
     /// Run the controller manager against the cluster in KUBECONFIG or in-cluster config.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the audit sidecar: seal the app's records into a signed chain and ship them.
     AuditSidecar(bulkhead::audit::cli::SidecarArgs),
     /// Audit log tools.
@@ -69,6 +73,32 @@ struct RunArgs {
     /// Master key (32 raw bytes or base64) that wraps every tenant's key material at rest.
     #[arg(long, env = "BULKHEAD_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    ops: OpsArgs,
+}
+
+/// Operations: the metrics/probe server and leader election.
+#[derive(Args)]
+struct OpsArgs {
+    /// Address of the plain-HTTP server for /metrics, /healthz, /readyz and /debug/loglevel;
+    /// port 0 picks a free port (logged), `off` disables it. The Helm chart sets 0.0.0.0:8080.
+    #[arg(long, env = "BULKHEAD_METRICS_LISTEN", default_value = "127.0.0.1:0")]
+    metrics_listen: String,
+    /// Elect a leader on a Lease so that only one replica reconciles (the Helm chart turns it on).
+    #[arg(long, env = "BULKHEAD_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "BULKHEAD_LEADER_ELECTION_LEASE", default_value = "bulkhead-leader")]
+    leader_election_lease: String,
+    /// Namespace of the leader Lease (defaults to the operator namespace).
+    #[arg(long, env = "BULKHEAD_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Seconds a Lease stays valid after renewal: the longest a crashed leader goes unreplaced.
+    #[arg(long, env = "BULKHEAD_LEASE_DURATION", default_value_t = 15)]
+    lease_duration: u64,
+    /// Seconds before expiry at which the leader renews the Lease.
+    #[arg(long, env = "BULKHEAD_LEASE_RENEW_MARGIN", default_value_t = 5)]
+    lease_renew_margin: u64,
 }
 
 fn read_tenant(path: &PathBuf) -> Result<Tenant, String> {
@@ -106,7 +136,7 @@ fn write_stdout(text: &str) -> Result<(), String> {
 }
 
 async fn run_command(args: RunArgs) -> Result<(), String> {
-    telemetry::init_logging(args.log_format, &args.log_level);
+    let log_level = telemetry::init_logging(args.log_format, &args.log_level);
     let master_key = match &args.master_key_file {
         Some(path) => Some(std::sync::Arc::new(
             bulkhead::controller::keys::MasterKey::from_file(path).map_err(|e| e.to_string())?,
@@ -117,6 +147,7 @@ async fn run_command(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot connect to Kubernetes (set KUBECONFIG or run in a pod): {e}"))?;
     let instance = args.instance.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "bulkhead".into());
+    let ops = start_operations(&args.ops, &client, &args.operator_namespace, &instance, log_level).await?;
     let options = Options {
         concurrency: args.concurrency,
         apply_concurrency: args.apply_concurrency.max(1),
@@ -124,9 +155,84 @@ async fn run_command(args: RunArgs) -> Result<(), String> {
         instance,
         tenant_selector: args.tenant_selector,
         master_key,
+        metrics: ops.metrics.clone(),
+        readiness: ops.readiness.clone(),
+        leadership: ops.leadership.clone(),
+        shutdown: ops.shutdown.clone(),
         ..Default::default()
     };
-    controller::run(client, options).await.map_err(|e| e.to_string())
+    let result = controller::run(client, options).await.map_err(|e| e.to_string());
+    ops.stop().await;
+    result
+}
+
+/// What runs beside the controller: shutdown signal, metrics and probes, leader election.
+struct Operations {
+    metrics: std::sync::Arc<Metrics>,
+    readiness: Readiness,
+    leadership: Leadership,
+    shutdown: Shutdown,
+    elector: Option<leader::Elector>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Operations {
+    /// After the controller stopped: release the Lease (so another replica takes over at once), drain the server.
+    async fn stop(self) {
+        self.shutdown.trigger();
+        if let Some(elector) = self.elector {
+            elector.release().await;
+        }
+        if let Some(server) = self.server {
+            let _ = server.await;
+        }
+    }
+}
+
+async fn start_operations(
+    args: &OpsArgs,
+    client: &kube::Client,
+    operator_namespace: &str,
+    instance: &str,
+    log_level: telemetry::LogLevel,
+) -> Result<Operations, String> {
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let readiness = Readiness::new();
+    // Registered before the server starts, so /readyz never says ready before the caches are.
+    readiness.gate(controller::CACHES_GATE);
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let server = if args.metrics_listen == "off" {
+        None
+    } else {
+        let listener = server::bind(&args.metrics_listen).await.map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(addr = %addr, "operations server listening (/metrics /healthz /readyz /debug/loglevel)");
+        let endpoints =
+            server::Endpoints { metrics: metrics.clone(), readiness: readiness.clone(), log_level: Some(log_level) };
+        let stop = shutdown.signalled();
+        Some(tokio::spawn(async move {
+            if let Err(e) = server::serve(listener, endpoints, stop).await {
+                tracing::error!(error = %e, "operations server failed");
+            }
+        }))
+    };
+    let (leadership, elector) = if args.leader_election {
+        let config = leader::LeaseConfig {
+            name: args.leader_election_lease.clone(),
+            namespace: args.leader_election_namespace.clone().unwrap_or_else(|| operator_namespace.to_string()),
+            identity: leader::LeaseConfig::identity_for(instance),
+            duration_secs: args.lease_duration,
+            renew_margin_secs: args.lease_renew_margin,
+        };
+        let (leadership, elector) =
+            leader::elect(client.clone(), config, metrics.clone()).map_err(|e| e.to_string())?;
+        (leadership, Some(elector))
+    } else {
+        metrics.set_leader(true);
+        (Leadership::always(), None)
+    };
+    Ok(Operations { metrics, readiness, leadership, shutdown, elector, server })
 }
 
 fn main() -> ExitCode {
@@ -137,7 +243,7 @@ fn main() -> ExitCode {
             .and_then(|yaml| write_stdout(&yaml)),
         Command::Plan(args) => plan_command(args),
         Command::Run(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(run_command(args)),
+            Ok(rt) => rt.block_on(run_command(*args)),
             Err(e) => Err(format!("cannot start the async runtime: {e}")),
         },
         Command::AuditSidecar(args) => bulkhead::audit::cli::run_sidecar(args),

@@ -60,6 +60,7 @@ pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Err
         None => Applied::Created,
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    ctx.metrics.api_write(key.kind.as_str(), "apply");
     let written = api(ctx, &key)
         .patch(&key.name, &params, &Patch::Apply(&desired))
         .await
@@ -70,6 +71,7 @@ pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Err
 
 /// Deletes one object; an object already gone is not an error.
 pub async fn delete(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
+    ctx.metrics.api_write(key.kind.as_str(), "delete");
     match api(ctx, key).delete(&key.name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -83,6 +85,7 @@ pub async fn delete(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
 pub async fn release(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     let patch = json!({"metadata": {"labels": {LABEL_MANAGED_BY: null}}});
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    ctx.metrics.api_write(key.kind.as_str(), "patch");
     match api(ctx, key).patch(&key.name, &params, &Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

@@ -22,6 +22,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// A short, bounded reason for metrics: the kind of failure, never an object name.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Plan(_) => "InvalidSpec",
+            Error::Api { source: kube::Error::Api(status), .. } => match status.code {
+                403 => "Forbidden",
+                404 => "NotFound",
+                409 => "Conflict",
+                422 => "Invalid",
+                429 => "TooManyRequests",
+                500..=599 => "ServerError",
+                _ => "ApiError",
+            },
+            Error::Api { .. } => "Unreachable",
+        }
+    }
+
     /// An API error about `key`.
     pub fn api(action: &'static str, key: &ObjectKey, source: kube::Error) -> Self {
         Error::Api { action, object: key.to_string(), source }

@@ -33,6 +33,8 @@ async fn crd_is_being_deleted(ctx: &Context) -> Result<bool, Error> {
 async fn remove_finalizer(tenant: &Tenant, ctx: &Context) -> Result<(), Error> {
     let finalizers: Vec<&String> = tenant.finalizers().iter().filter(|f| *f != FINALIZER).collect();
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version()}});
+    ctx.metrics.api_write("Tenant", "patch");
+    ctx.metrics.forget_tenant(&tenant.name_any());
     match Api::<Tenant>::all(ctx.client.clone())
         .patch(&tenant.name_any(), &field_manager(), &Patch::Merge(&patch))
         .await
@@ -117,6 +119,7 @@ pub async fn finalize(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
                 let status = status::build(tenant.metadata.generation, tenant.status.as_ref(), &report, &now);
                 if tenant.status.as_ref() != Some(&status) {
                     let patch = json!({"status": status});
+                    ctx.metrics.api_write("Tenant/status", "patch");
                     // The status is informative here; erasure goes on even if it cannot be written.
                     let _ = Api::<Tenant>::all(ctx.client.clone())
                         .patch_status(&name, &field_manager(), &Patch::Merge(&patch))

@@ -277,6 +277,7 @@ pub async fn ensure(ctx: &Context, tenant: &Tenant, effective: &Effective) -> Re
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
         // Create and compare-and-swap replace, never a blind write: two
         // replicas racing must not each mint a different first key.
+        ctx.metrics.api_write("Secret", if source.is_none() { "create" } else { "update" });
         let written = match &source {
             None => api.create(&PostParams::default(), &secret).await,
             Some(_) => api.replace(&source_name, &PostParams::default(), &secret).await,

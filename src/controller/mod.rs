@@ -27,7 +27,11 @@ use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 
 use crate::api::Tenant;
+use crate::leader::Leadership;
 use crate::plan::{self, LABEL_MANAGED_BY, MANAGED_BY, ObjectKey, object::Kind};
+use crate::shutdown::Shutdown;
+use crate::telemetry::health::Readiness;
+use crate::telemetry::metrics::Metrics;
 pub use cache::{Cache, OwnWrites, Triggers};
 pub use error::Error;
 
@@ -48,7 +52,18 @@ pub struct Options {
     pub master_key: Option<Arc<keys::MasterKey>>,
     /// Only Tenants matching this label selector are reconciled (sharding, canaries, tests).
     pub tenant_selector: Option<String>,
+    /// Metrics of this process.
+    pub metrics: Arc<Metrics>,
+    /// Readiness gates; the controller opens [`CACHES_GATE`].
+    pub readiness: Readiness,
+    /// Whether this replica leads; only the leader reconciles.
+    pub leadership: Leadership,
+    /// Process shutdown: in-flight reconciles finish, then [`run`] returns.
+    pub shutdown: Shutdown,
 }
+
+/// Readiness gate the controller opens once its watch caches are filled.
+pub const CACHES_GATE: &str = "watch-caches";
 
 impl Default for Options {
     fn default() -> Self {
@@ -60,6 +75,10 @@ impl Default for Options {
             instance: "bulkhead".into(),
             master_key: None,
             tenant_selector: None,
+            metrics: Arc::new(Metrics::new()),
+            readiness: Readiness::new(),
+            leadership: Leadership::always(),
+            shutdown: Shutdown::new(),
         }
     }
 }
@@ -181,6 +200,8 @@ pub struct Context {
     pub own_writes: Arc<OwnWrites>,
     /// Kubernetes Event recorder.
     pub recorder: Recorder,
+    /// Metrics of this process.
+    pub metrics: Arc<Metrics>,
 }
 
 fn spawn_cache<K>(client: &Client, cache: &Arc<Cache<K>>, selector: Option<&str>, page_size: u32, triggers: &Triggers)
@@ -195,7 +216,17 @@ where
     tokio::spawn(cache.clone().run(stream, triggers.clone()));
 }
 
-/// Runs the controller until SIGTERM or SIGINT.
+/// A stream over a receiver shared by successive leadership terms.
+fn shared_stream<T: Send + 'static>(
+    rx: Arc<tokio::sync::Mutex<futures::channel::mpsc::UnboundedReceiver<T>>>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |rx| async move {
+        let item = rx.lock().await.next().await;
+        item.map(|i| (i, rx))
+    })
+}
+
+/// Runs the controller until `options.shutdown` is triggered; reconciles only while `options.leadership` says so.
 pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let (tenant_tx, tenant_rx) = futures::channel::mpsc::unbounded();
     let (shared_tx, shared_rx) = futures::channel::mpsc::unbounded();
@@ -221,34 +252,78 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     tracing::info!("waiting for the watch caches to fill");
     caches.wait_ready().await;
     tracing::info!("watch caches ready");
+    options.readiness.gate(CACHES_GATE).set(true);
 
     let recorder = Recorder::new(
         client.clone(),
         Reporter { controller: "bulkhead".into(), instance: Some(options.instance.clone()) },
     );
-    let ctx = Arc::new(Context { client: client.clone(), options: options.clone(), caches, own_writes, recorder });
+    let metrics = options.metrics.clone();
+    let ctx =
+        Arc::new(Context { client: client.clone(), options: options.clone(), caches, own_writes, recorder, metrics });
 
+    // Every replica keeps its caches warm (fast takeover, readiness); only the
+    // leader reconciles. Each leadership term starts with a full list of the
+    // Tenants, so triggers that arrive while standing by can be dropped.
+    let tenant_rx = Arc::new(tokio::sync::Mutex::new(tenant_rx));
+    let shared_rx = Arc::new(tokio::sync::Mutex::new(shared_rx));
+    let shutdown = &options.shutdown;
+    let leadership = &options.leadership;
+    while !shutdown.is_triggered() {
+        let standby = async {
+            let drain_tenants = shared_stream(tenant_rx.clone()).for_each(|_| async {});
+            let drain_shared = shared_stream(shared_rx.clone()).for_each(|_| async {});
+            futures::join!(drain_tenants, drain_shared);
+        };
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = leadership.acquired() => {}
+            _ = standby => {}
+        }
+        tokio::select! {
+            // Ends only on shutdown, after in-flight reconciles finished.
+            _ = lead(ctx.clone(), tenant_rx.clone(), shared_rx.clone()) => break,
+            // Dropping the term cancels in-flight reconciles at their next await: no write after losing the Lease.
+            _ = leadership.lost() => tracing::warn!("leadership lost: reconciling stopped"),
+        }
+    }
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+/// One leadership term: the profile ClusterRoles and the Tenant controller, until shutdown.
+async fn lead(
+    ctx: Arc<Context>,
+    tenant_rx: Arc<
+        tokio::sync::Mutex<futures::channel::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<Tenant>>>,
+    >,
+    shared_rx: Arc<tokio::sync::Mutex<futures::channel::mpsc::UnboundedReceiver<()>>>,
+) {
+    let options = &ctx.options;
     if let Err(e) = shared::ensure(&ctx).await {
         tracing::error!(error = %e, "cannot apply the profile ClusterRoles; retrying on the next change");
     }
-    tokio::spawn(shared::run(ctx.clone(), shared_rx));
+    let (shared_tx, shared_changes) = futures::channel::mpsc::unbounded();
+    let forward_shared = shared_stream(shared_rx).map(Ok).forward(shared_tx);
 
-    let tenants = Api::<Tenant>::all(client);
-    let mut tenant_watch = watcher::Config::default().page_size(page);
+    let tenants = Api::<Tenant>::all(ctx.client.clone());
+    let mut tenant_watch = watcher::Config::default().page_size(options.page_size);
     if let Some(selector) = &options.tenant_selector {
         tenant_watch = tenant_watch.labels(selector);
     }
-    Controller::new(tenants, tenant_watch)
+    let controller = Controller::new(tenants, tenant_watch)
         .with_config(controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(50)))
-        .reconcile_on(tenant_rx)
-        .shutdown_on_signal()
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .reconcile_on(shared_stream(tenant_rx))
+        .graceful_shutdown_on(options.shutdown.signalled())
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile round ended with an error");
             }
-        })
-        .await;
-    tracing::info!("controller stopped");
-    Ok(())
+        });
+    tokio::select! {
+        _ = controller => {}
+        _ = shared::run(ctx.clone(), shared_changes) => {}
+        _ = forward_shared => {}
+    }
 }

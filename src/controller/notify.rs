@@ -23,6 +23,7 @@ pub async fn event(ctx: &Context, tenant: &Tenant, warning: bool, reason: &str, 
         action: action.into(),
         secondary: None,
     };
+    ctx.metrics.api_write("Event", "create");
     if let Err(e) = ctx.recorder.publish(&ev, &tenant.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "cannot publish event");
     }

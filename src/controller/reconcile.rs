@@ -29,7 +29,8 @@ use super::{Context, Error, finalize, prune};
 /// Reconciles one Tenant.
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!("reconcile", tenant = %tenant.name_any());
-    async move {
+    let started = std::time::Instant::now();
+    let result = async {
         if tenant.meta().deletion_timestamp.is_some() {
             return finalize::finalize(&tenant, &ctx).await;
         }
@@ -39,7 +40,9 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         Ok(next)
     }
     .instrument(span)
-    .await
+    .await;
+    ctx.metrics.reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
+    result
 }
 
 /// Retries a failed reconcile after a short pause.
@@ -56,6 +59,7 @@ async fn ensure_finalizer(tenant: &Tenant, ctx: &Context) -> Result<(), Error> {
     finalizers.push(FINALIZER.to_string());
     // The resourceVersion makes this a compare-and-swap: a concurrent change fails it and we retry.
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version()}});
+    ctx.metrics.api_write("Tenant", "patch");
     Api::<Tenant>::all(ctx.client.clone())
         .patch(&tenant.name_any(), &field_manager(), &Patch::Merge(&patch))
         .await
@@ -224,6 +228,7 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
             Ok(outcome) => {
                 changed += 1;
                 if drift_possible {
+                    ctx.metrics.drift_repaired(key.kind.as_str());
                     let what = if outcome == Applied::Created { "deleted" } else { "modified" };
                     security(
                         ctx,
@@ -331,10 +336,16 @@ fn resync_period(name: &str) -> Duration {
 async fn write_status(tenant: &Tenant, ctx: &Context, report: &Report) -> Result<(), Error> {
     let now = Time(jiff::Timestamp::now());
     let status = status::build(tenant.meta().generation, tenant.status.as_ref(), report, &now);
+    let name = tenant.name_any();
+    ctx.metrics.tenant_conditions(&name, status.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())));
+    if let Some(k) = &status.keys {
+        ctx.metrics.tenant_keys(&name, &k.last_rotation, &k.next_rotation);
+    }
     if tenant.status.as_ref() == Some(&status) {
         return Ok(());
     }
     let patch = json!({"status": status});
+    ctx.metrics.api_write("Tenant/status", "patch");
     Api::<Tenant>::all(ctx.client.clone())
         .patch_status(&tenant.name_any(), &field_manager(), &Patch::Merge(&patch))
         .await

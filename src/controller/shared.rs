@@ -47,7 +47,10 @@ pub async fn run(ctx: Arc<Context>, mut changes: UnboundedReceiver<()>) {
         while changes.try_recv().is_ok() {}
         match ensure(&ctx).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(repaired = n, "profile ClusterRoles were changed outside bulkhead and restored"),
+            Ok(n) => {
+                (0..n).for_each(|_| ctx.metrics.drift_repaired("ClusterRole"));
+                tracing::warn!(repaired = n, "profile ClusterRoles were changed outside bulkhead and restored")
+            }
             Err(e) => tracing::error!(error = %e, "cannot restore the profile ClusterRoles"),
         }
     }

@@ -251,6 +251,11 @@ impl Operator {
         Self::launch(shard, &format!("{shard}-{replica}"), &[], args)
     }
 
+    /// [`Operator::start_replica`] with extra environment (e.g. a KUBECONFIG with other rights).
+    pub fn start_replica_with(shard: &str, replica: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch(shard, &format!("{shard}-{replica}"), env, args)
+    }
+
     /// The address of the operator's metrics/probe server, once it has logged it.
     pub fn metrics_addr(&self) -> Option<String> {
         let logs = self.logs();
