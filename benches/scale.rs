@@ -3,6 +3,7 @@
 //!
 //! Environment: BENCH_SIZES (default "100,1000"), BENCH_IDLE_SECS (default
 //! 300), BENCH_DRIFT (default 100), BENCH_OUT (default bench-results/).
+//! BENCH_KUBECONFIG points at another cluster than this checkout's.
 //! Needs the local control plane (`e2e/cluster up`); use a fresh one
 //! (`e2e/cluster down && e2e/cluster up`) on a quiet machine.
 
@@ -36,8 +37,13 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The cluster to measure: `BENCH_KUBECONFIG`, else the local control plane of this checkout.
+fn kubeconfig() -> PathBuf {
+    std::env::var_os("BENCH_KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| repo().join("e2e/.cluster/kubeconfig"))
+}
+
 async fn client() -> Client {
-    let path = repo().join("e2e/.cluster/kubeconfig");
+    let path = kubeconfig();
     let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{}: {e}; run e2e/cluster up", path.display()));
     let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig");
     cfg.read_timeout = Some(Duration::from_secs(120));
@@ -216,7 +222,7 @@ impl Drop for Proc {
 fn start_operator(selector: &str, log: &std::path::Path) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .args(["run", "--log-format", "json", "--log-level", "warn", "--tenant-selector", selector])
-        .env("KUBECONFIG", repo().join("e2e/.cluster/kubeconfig"))
+        .env("KUBECONFIG", kubeconfig())
         .env("BULKHEAD_METRICS_LISTEN", "off")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
