@@ -73,6 +73,18 @@ struct RunArgs {
     /// Master key (32 raw bytes or base64) that wraps every tenant's key material at rest.
     #[arg(long, env = "BULKHEAD_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// Also POST every security event to this SIEM endpoint (http(s)://…, file:PATH or stdout).
+    #[arg(long, env = "BULKHEAD_SIEM_URL")]
+    siem_url: Option<String>,
+    /// PEM CA bundle to trust for the SIEM endpoint instead of the system roots.
+    #[arg(long, env = "BULKHEAD_SIEM_CA")]
+    siem_ca: Option<PathBuf>,
+    /// Directory where security events wait while the SIEM is unreachable.
+    #[arg(long, env = "BULKHEAD_SIEM_SPOOL_DIR", default_value = "/tmp/bulkhead-siem-spool")]
+    siem_spool_dir: PathBuf,
+    /// Bound of that spool; when full the oldest undelivered events are dropped, loudly.
+    #[arg(long, env = "BULKHEAD_SIEM_SPOOL_MAX_BYTES", default_value_t = 64 << 20)]
+    siem_spool_max_bytes: u64,
     #[command(flatten)]
     ops: OpsArgs,
 }
@@ -143,6 +155,9 @@ async fn run_command(args: RunArgs) -> Result<(), String> {
         )),
         None => None,
     };
+    if let Some(url) = &args.siem_url {
+        start_siem_shipper(url, &args)?;
+    }
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot connect to Kubernetes (set KUBECONFIG or run in a pod): {e}"))?;
@@ -233,6 +248,26 @@ async fn start_operations(
         (Leadership::always(), None)
     };
     Ok(Operations { metrics, readiness, leadership, shutdown, elector, server })
+}
+
+/// Ships the security event stream to a SIEM through the audit sidecar's spooling shipper.
+fn start_siem_shipper(url: &str, args: &RunArgs) -> Result<(), String> {
+    use bulkhead::audit::sink::{Shipper, ShipperConfig, SinkTarget};
+    use bulkhead::audit::spool::{FullPolicy, SpoolConfig};
+    let mut target: SinkTarget = url.parse().map_err(|e| format!("--siem-url: {e}"))?;
+    if let (SinkTarget::Http(http), Some(ca)) = (&mut target, &args.siem_ca) {
+        http.ca_file = Some(ca.clone());
+    }
+    // The operator must never block on its SIEM: when the spool is full the
+    // oldest undelivered events go, counted and logged.
+    let spool = SpoolConfig {
+        dir: args.siem_spool_dir.clone(),
+        max_bytes: args.siem_spool_max_bytes,
+        when_full: FullPolicy::DropOldest,
+    };
+    let shipper = Shipper::start(ShipperConfig::new("security-events", target, spool))
+        .map_err(|e| format!("cannot start the SIEM shipper: {e}"))?;
+    bulkhead::telemetry::security::ship_to(shipper).map_err(str::to_string)
 }
 
 fn main() -> ExitCode {
