@@ -1,5 +1,5 @@
 # Entry points; the real work is in the scripts under e2e/.
-.PHONY: test tools cluster-up cluster-down cluster-status cluster-build demo
+.PHONY: test tools cluster-up cluster-down cluster-status cluster-build demo release
 
 test:
 	e2e/test-all
@@ -21,3 +21,7 @@ cluster-status:
 
 demo:
 	e2e/demo
+
+# Static x86_64 musl binary, as the Dockerfile builds it.
+release:
+	e2e/release
