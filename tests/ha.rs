@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bulkhead::api::Tenant;
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -197,6 +198,24 @@ async fn probes_metrics_and_runtime_log_level() {
         assert!(body.contains(&format!("# TYPE {family} ")), "{family} missing:\n{body}");
     }
     assert_eq!(op.metric("bulkhead_leader").await, Some(1.0), "without leader election a replica always leads");
+
+    // The tenant gauges, the reconcile histogram and the drift counter follow what the controller does.
+    let name = format!("{shard}-m");
+    apply_tenant(&client, &name, &shard).await;
+    wait_ready(&client, &name).await;
+    let (_, body) = op.http_get("/metrics").await.expect("metrics");
+    assert_eq!(metric_sum(&body, "bulkhead_tenants{condition=\"Ready\",status=\"True\"}"), 1.0, "{body}");
+    assert!(body.contains(&format!("bulkhead_key_age_seconds{{tenant=\"{name}\"}}")), "{body}");
+    assert!(metric_sum(&body, "bulkhead_reconcile_duration_seconds_count") >= 1.0, "{body}");
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &format!("{name}-agents"));
+    policies.delete("bulkhead-allow", &DeleteParams::default()).await.expect("delete a managed policy");
+    wait_for("the drift repair counted", WAIT, || async {
+        let (_, body) = op.http_get("/metrics").await?;
+        (metric_sum(&body, "bulkhead_drift_repairs_total{kind=\"NetworkPolicy\"}") >= 1.0).then_some(())
+    })
+    .await;
+    delete_tenant(&client, &name).await;
+    assert_eq!(op.metric("bulkhead_tenants").await, Some(0.0), "a deleted tenant is no longer reported");
 
     let addr = op.metrics_addr().expect("address logged");
     let put = |level: &'static str| {
