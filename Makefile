@@ -1,5 +1,5 @@
 # Entry points; the real work is in the scripts under e2e/.
-.PHONY: test tools cluster-up cluster-down cluster-status cluster-build demo release
+.PHONY: test tools cluster-up cluster-down cluster-status cluster-build demo release bench
 
 test:
 	e2e/test-all
@@ -25,3 +25,9 @@ demo:
 # Static x86_64 musl binary, as the Dockerfile builds it.
 release:
 	e2e/release
+
+# Scale benchmark against the local control plane (not part of `make test`):
+# floor vs convergence, idle writes, memory, drift repair, audit throughput.
+bench:
+	e2e/cluster up
+	cargo bench --bench scale

@@ -444,7 +444,12 @@ fn audit_bench() -> Value {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; ignore the harness arguments.
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
+    // a test run must never start a thousand tenants.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("scale benchmark: run it with `cargo bench --bench scale` (or `make bench`)");
+        return;
+    }
     let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
         .unwrap_or_else(|_| "100,1000".into())
         .split(',')
