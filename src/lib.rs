@@ -11,3 +11,4 @@ pub mod leader;
 pub mod plan;
 pub mod shutdown;
 pub mod telemetry;
+pub mod verify;

@@ -28,6 +28,8 @@ enum Command {
     Plan(PlanArgs),
     /// Run the controller manager against the cluster in KUBECONFIG or in-cluster config.
     Run(Box<RunArgs>),
+    /// Prove each tenant's isolation against the live cluster (exit 0 only when every check passes).
+    Verify(bulkhead::verify::cli::VerifyArgs),
     /// Run the audit sidecar: seal the app's records into a signed chain and ship them.
     AuditSidecar(bulkhead::audit::cli::SidecarArgs),
     /// Audit log tools.
@@ -87,6 +89,8 @@ struct RunArgs {
     siem_spool_max_bytes: u64,
     #[command(flatten)]
     ops: OpsArgs,
+    #[command(flatten)]
+    verify: bulkhead::verify::cli::ScheduleArgs,
 }
 
 /// Operations: the metrics/probe server and leader election.
@@ -170,6 +174,8 @@ async fn run_command(args: RunArgs) -> Result<(), String> {
         instance,
         tenant_selector: args.tenant_selector,
         master_key,
+        verify_interval: args.verify.interval()?,
+        verify_pod_cidrs: args.verify.verify_pod_cidrs.clone(),
         metrics: ops.metrics.clone(),
         readiness: ops.readiness.clone(),
         leadership: ops.leadership.clone(),
@@ -281,6 +287,7 @@ fn main() -> ExitCode {
             Ok(rt) => rt.block_on(run_command(*args)),
             Err(e) => Err(format!("cannot start the async runtime: {e}")),
         },
+        Command::Verify(args) => return bulkhead::verify::cli::run(args),
         Command::AuditSidecar(args) => bulkhead::audit::cli::run_sidecar(args),
         Command::Audit { command } => bulkhead::audit::cli::run(command),
     };

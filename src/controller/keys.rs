@@ -177,19 +177,24 @@ pub enum Keys {
 }
 
 fn decode(ctx: &Context, tenant: &str, secret: &Secret) -> Result<Material, KeysError> {
+    decode_source(ctx.options.master_key.as_deref(), tenant, secret)
+}
+
+/// Reads a tenant's source Secret, unwrapping it with `master_key` when it is wrapped.
+pub fn decode_source(master_key: Option<&MasterKey>, tenant: &str, secret: &Secret) -> Result<Material, KeysError> {
     let blob = secret
         .data
         .as_ref()
         .and_then(|d| d.get(MATERIAL))
         .ok_or_else(|| KeysError::Corrupt(format!("no '{MATERIAL}' entry")))?;
     let wrapped_by = secret.annotations().get(MASTER_KEY_ANNOTATION).cloned();
-    let plain = match (wrapped_by, &ctx.options.master_key) {
+    let plain = match (wrapped_by, master_key) {
         (None, _) => blob.0.clone(),
         (Some(found), Some(mk)) if found == mk.id() => mk.unwrap(tenant, &blob.0)?,
         (Some(found), have) => {
             return Err(KeysError::MasterKeyMismatch {
                 found,
-                have: have.as_ref().map_or("none".to_string(), |m| m.id().to_string()),
+                have: have.map_or("none".to_string(), |m| m.id().to_string()),
             });
         }
     };

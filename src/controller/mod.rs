@@ -52,6 +52,10 @@ pub struct Options {
     pub master_key: Option<Arc<keys::MasterKey>>,
     /// Only Tenants matching this label selector are reconciled (sharding, canaries, tests).
     pub tenant_selector: Option<String>,
+    /// How often every Tenant's isolation is verified (spread over the interval); None disables it.
+    pub verify_interval: Option<Duration>,
+    /// Pod networks for the cross-tenant connectivity check; empty reads the nodes' podCIDRs.
+    pub verify_pod_cidrs: Vec<ipnet::IpNet>,
     /// Metrics of this process.
     pub metrics: Arc<Metrics>,
     /// Readiness gates; the controller opens [`CACHES_GATE`].
@@ -75,6 +79,8 @@ impl Default for Options {
             instance: "bulkhead".into(),
             master_key: None,
             tenant_selector: None,
+            verify_interval: Some(Duration::from_secs(3600)),
+            verify_pod_cidrs: Vec::new(),
             metrics: Arc::new(Metrics::new()),
             readiness: Readiness::new(),
             leadership: Leadership::always(),
@@ -324,6 +330,7 @@ async fn lead(
     tokio::select! {
         _ = controller => {}
         _ = shared::run(ctx.clone(), shared_changes) => {}
+        _ = crate::verify::schedule::run(ctx.clone()) => {}
         _ = forward_shared => {}
     }
 }

@@ -47,7 +47,10 @@ pub async fn security(
         message: message.clone(),
     }
     .emit();
-    let warning = matches!(action, Action::DriftRepaired | Action::NamespaceConflict | Action::KeyMaterialUnavailable);
+    let warning = matches!(
+        action,
+        Action::DriftRepaired | Action::NamespaceConflict | Action::KeyMaterialUnavailable | Action::CheckFailed
+    );
     let event_reason =
         serde_json::to_value(action).ok().and_then(|v| v.as_str().map(pascal)).unwrap_or_else(|| reason.to_string());
     event(ctx, tenant, warning, &event_reason, reason, message).await;

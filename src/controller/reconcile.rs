@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::api::{Isolation, NamespaceStatus, QuotaUsage, SubjectKind, Tenant};
+use crate::api::{Isolation, NamespaceStatus, QuotaUsage, Tenant};
 use crate::plan::namespaces::Claim;
 use crate::plan::object::Kind;
 use crate::plan::quantity::Quantity;
@@ -94,31 +94,15 @@ fn claim_namespaces(tenant: &Tenant, ctx: &Context) -> (Tenant, Vec<NamespaceSta
         keep.insert(full.clone());
         statuses.push(NamespaceStatus { name: full, phase: phase.into() });
     }
-    let mut usable = tenant.clone();
-    usable.status = None;
-    usable.spec.namespaces.retain(|n| !blocked.contains(&namespace_name(&name, &n.name)));
-    usable.spec.access.retain(|a| {
-        a.kind != SubjectKind::ServiceAccount || a.namespace.as_ref().is_none_or(|ns| !blocked.contains(ns))
-    });
-    (usable, statuses, keep)
+    (plan::namespaces::without(tenant, &blocked), statuses, keep)
 }
 
 fn observed_quotas(ctx: &Context, namespaces: &[String]) -> BTreeMap<String, quota::Observed> {
-    let parse = |map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
-        map.map(|m| m.iter().filter_map(|(k, v)| Quantity::parse(&v.0).ok().map(|q| (k.clone(), q))).collect())
-            .unwrap_or_default()
-    };
     namespaces
         .iter()
         .filter_map(|ns| {
             let rq = ctx.caches.resource_quotas.get(Some(ns), quota::QUOTA)?;
-            Some((
-                ns.clone(),
-                quota::Observed {
-                    hard: parse(rq.spec.as_ref().and_then(|s| s.hard.as_ref())),
-                    used: parse(rq.status.as_ref().and_then(|s| s.used.as_ref())),
-                },
-            ))
+            Some((ns.clone(), quota::Observed::of(&rq)))
         })
         .collect()
 }

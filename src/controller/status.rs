@@ -169,6 +169,9 @@ fn status_str(ok: Option<bool>) -> &'static str {
     }
 }
 
+/// Conditions set by other tasks (continuous verification), kept as they are.
+pub const EXTERNAL_CONDITIONS: [&str; 1] = ["IsolationVerified"];
+
 /// Builds the status for `generation`, keeping transition times of conditions whose status did not change.
 pub fn build(generation: Option<i64>, previous: Option<&TenantStatus>, report: &Report, now: &Time) -> TenantStatus {
     let mut conds = concerns(report);
@@ -217,6 +220,14 @@ pub fn build(generation: Option<i64>, previous: Option<&TenantStatus>, report: &
                 last_transition_time: since,
             }
         })
+        // Conditions other writers own are carried over untouched.
+        .chain(
+            previous
+                .into_iter()
+                .flat_map(|p| p.conditions.iter())
+                .filter(|c| EXTERNAL_CONDITIONS.contains(&c.type_.as_str()))
+                .cloned(),
+        )
         .collect();
     TenantStatus {
         observed_generation: generation,
@@ -334,6 +345,23 @@ mod tests {
         assert!(s.conditions.iter().any(|c| c.type_ == "SecretsReady" && c.reason == "SourceSecretLost"));
         assert!(s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False"));
         assert_eq!(s.keys, first.keys, "the status still says keys existed");
+    }
+
+    #[test]
+    fn conditions_of_other_writers_are_carried_over() {
+        let mut first = build(Some(1), None, &ready_report(), &now(1));
+        let verified = Condition {
+            type_: "IsolationVerified".into(),
+            status: "False".into(),
+            reason: "ChecksFailed".into(),
+            message: "failing: BH-NET-001".into(),
+            observed_generation: Some(1),
+            last_transition_time: now(5),
+        };
+        first.conditions.push(verified.clone());
+        let again = build(Some(1), Some(&first), &ready_report(), &now(9));
+        assert_eq!(again, first, "the reconciler neither drops nor rewrites IsolationVerified");
+        assert!(again.conditions.contains(&verified));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::TenantSpec;
+use crate::api::{SubjectKind, Tenant, TenantSpec};
 
 use super::{
     Config, Effective, ManagedObject, PlanError, RESERVED_NAMESPACES, is_dns_label, namespace_name, owner_labels,
@@ -80,6 +80,21 @@ pub fn plan(tenant: &str, spec: &TenantSpec, effective: &Effective) -> Vec<Manag
         }));
     }
     out
+}
+
+/// The Tenant as planned when it may not hold `blocked` namespaces: those
+/// namespaces and the ServiceAccount access entries living in them are left
+/// out, and the status is dropped (the plan never reads it). The controller
+/// plans exactly this, and verification compares the cluster with it.
+pub fn without(tenant: &Tenant, blocked: &BTreeSet<String>) -> Tenant {
+    let name = tenant.metadata.name.clone().unwrap_or_default();
+    let mut usable = tenant.clone();
+    usable.status = None;
+    usable.spec.namespaces.retain(|n| !blocked.contains(&namespace_name(&name, &n.name)));
+    usable.spec.access.retain(|a| {
+        a.kind != SubjectKind::ServiceAccount || a.namespace.as_ref().is_none_or(|ns| !blocked.contains(ns))
+    });
+    usable
 }
 
 /// Whether a tenant may hold a namespace, given what the cluster has under that name.

@@ -130,6 +130,20 @@ pub struct Observed {
     pub used: Resources,
 }
 
+impl Observed {
+    /// What a ResourceQuota object reports (unparseable quantities are skipped).
+    pub fn of(rq: &ResourceQuota) -> Self {
+        let parse = |map: Option<&BTreeMap<String, K8sQuantity>>| {
+            map.map(|m| m.iter().filter_map(|(k, v)| Quantity::parse(&v.0).ok().map(|q| (k.clone(), q))).collect())
+                .unwrap_or_default()
+        };
+        Self {
+            hard: parse(rq.spec.as_ref().and_then(|s| s.hard.as_ref())),
+            used: parse(rq.status.as_ref().and_then(|s| s.used.as_ref())),
+        }
+    }
+}
+
 /// Moves tenant-wide headroom to namespaces that exhausted their share.
 ///
 /// Keeps the current shares while they still sum within the tenant limit and

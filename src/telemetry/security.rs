@@ -50,6 +50,8 @@ pub enum Action {
     KeyRotated,
     /// The tenant's key material cannot be used (lost, corrupt, wrong master key).
     KeyMaterialUnavailable,
+    /// An isolation check (`bulkhead verify`) started failing for the tenant.
+    CheckFailed,
 }
 
 impl Action {
@@ -61,6 +63,7 @@ impl Action {
             Action::TenantErased | Action::NamespaceDeleted => ("configuration", "deletion"),
             Action::NamespaceConflict => ("configuration", "denied"),
             Action::KeyMaterialUnavailable => ("configuration", "error"),
+            Action::CheckFailed => ("vulnerability", "info"),
             _ => ("configuration", "change"),
         }
     }
