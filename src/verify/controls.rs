@@ -541,30 +541,54 @@ mod der {
     }
 }
 
+/// Cluster-scoped resources: a namespaceSelector does not apply to them
+/// (Namespaces excepted: the selector matches the namespace itself).
+const CLUSTER_SCOPED: [&str; 8] = [
+    "tenants",
+    "nodes",
+    "persistentvolumes",
+    "clusterroles",
+    "clusterrolebindings",
+    "customresourcedefinitions",
+    "validatingwebhookconfigurations",
+    "mutatingwebhookconfigurations",
+];
+
+/// Whether a webhook sees namespaced objects, so that its namespaceSelector matters.
+fn namespaced(rules: Option<&Vec<RuleWithOperations>>) -> bool {
+    rules.into_iter().flatten().any(|r| {
+        r.scope.as_deref() != Some("Cluster")
+            && r.resources.iter().flatten().any(|res| !CLUSTER_SCOPED.contains(&res.split('/').next().unwrap_or("")))
+    })
+}
+
 fn webhook_evidence(
     name: &str,
     selector: Option<&LabelSelector>,
+    rules: Option<&Vec<RuleWithOperations>>,
     client: &WebhookClientConfig,
     ctx: &Ctx<'_>,
     now: jiff::Timestamp,
 ) -> Vec<Evidence> {
     let mut out = Vec::new();
-    let covered: Vec<&String> =
-        ctx.facts.namespaces().iter().filter(|ns| selects(selector, &labels_of(ctx.view, ns))).collect();
-    let n = ctx.facts.namespaces().len();
-    out.push(Evidence::plain(
-        format!("webhook {name} namespaceSelector covers the tenant's namespaces"),
-        format!("{} of {n} covered", covered.len()),
-        covered.len() == n,
-    ));
-    let operator = ctx.settings.plan.operator_namespace.as_str();
-    for exempt in ["kube-system", operator] {
-        let hit = selects(selector, &labels_of(ctx.view, exempt));
+    if namespaced(rules) {
+        let covered: Vec<&String> =
+            ctx.facts.namespaces().iter().filter(|ns| selects(selector, &labels_of(ctx.view, ns))).collect();
+        let n = ctx.facts.namespaces().len();
         out.push(Evidence::plain(
-            format!("webhook {name} exempts namespace {exempt}"),
-            if hit { "not exempt: a down webhook would block it" } else { "exempt" },
-            !hit,
+            format!("webhook {name} namespaceSelector covers the tenant's namespaces"),
+            format!("{} of {n} covered", covered.len()),
+            covered.len() == n,
         ));
+        let operator = ctx.settings.plan.operator_namespace.as_str();
+        for exempt in ["kube-system", operator] {
+            let hit = selects(selector, &labels_of(ctx.view, exempt));
+            out.push(Evidence::plain(
+                format!("webhook {name} exempts namespace {exempt}"),
+                if hit { "not exempt: a down webhook would block it" } else { "exempt" },
+                !hit,
+            ));
+        }
     }
     let ca = match client.ca_bundle.as_ref() {
         None => Evidence::plain(format!("webhook {name} caBundle"), "missing", false),
@@ -608,12 +632,26 @@ fn webhooks(ctx: &Ctx<'_>) -> CheckResult {
     let mut evidence = Vec::new();
     for c in &hooks.validating {
         for w in c.webhooks.iter().flatten() {
-            evidence.extend(webhook_evidence(&w.name, w.namespace_selector.as_ref(), &w.client_config, ctx, now));
+            evidence.extend(webhook_evidence(
+                &w.name,
+                w.namespace_selector.as_ref(),
+                w.rules.as_ref(),
+                &w.client_config,
+                ctx,
+                now,
+            ));
         }
     }
     for c in &hooks.mutating {
         for w in c.webhooks.iter().flatten() {
-            evidence.extend(webhook_evidence(&w.name, w.namespace_selector.as_ref(), &w.client_config, ctx, now));
+            evidence.extend(webhook_evidence(
+                &w.name,
+                w.namespace_selector.as_ref(),
+                w.rules.as_ref(),
+                &w.client_config,
+                ctx,
+                now,
+            ));
         }
     }
     CheckResult::judge(
@@ -654,6 +692,24 @@ mod tests {
         let d: Vec<String> = differences(&observed, &desired).into_iter().map(|d| d.0).collect();
         assert_eq!(d, vec!["metadata.labels.b", "spec.x"]);
         assert!(differences(&desired, &desired).is_empty());
+    }
+
+    #[test]
+    fn namespace_selectors_only_matter_for_namespaced_rules() {
+        let rules = |v: serde_json::Value| -> Vec<RuleWithOperations> { serde_json::from_value(v).unwrap() };
+        let tenants = rules(
+            json!([{"apiGroups": ["bulkhead.dev"], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["tenants"]}]),
+        );
+        assert!(!namespaced(Some(&tenants)));
+        let pods = rules(
+            json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods", "pods/ephemeralcontainers"]}]),
+        );
+        assert!(namespaced(Some(&pods)));
+        let cluster = rules(
+            json!([{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"], "scope": "Cluster"}]),
+        );
+        assert!(!namespaced(Some(&cluster)));
+        assert!(rule_covers(Some(&pods), "", "pods") && !rule_covers(Some(&pods), "", "services"));
     }
 
     #[test]
