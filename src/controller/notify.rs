@@ -29,6 +29,12 @@ pub async fn event(ctx: &Context, tenant: &Tenant, warning: bool, reason: &str, 
     }
 }
 
+/// Emits a security event line (stdout and the SIEM) without a Kubernetes Event.
+pub fn line(tenant: &Tenant, action: Action, object: Option<&ObjectKey>, reason: &str, message: String) {
+    let name = tenant.meta().name.clone().unwrap_or_default();
+    SecurityEvent { action, tenant: name, object: object.map(object_ref), reason: reason.into(), message }.emit();
+}
+
 /// Emits a security event line and the matching Kubernetes Event.
 pub async fn security(
     ctx: &Context,
@@ -38,15 +44,7 @@ pub async fn security(
     reason: &str,
     message: String,
 ) {
-    let name = tenant.meta().name.clone().unwrap_or_default();
-    SecurityEvent {
-        action,
-        tenant: name,
-        object: object.map(object_ref),
-        reason: reason.into(),
-        message: message.clone(),
-    }
-    .emit();
+    line(tenant, action, object, reason, message.clone());
     let warning = matches!(
         action,
         Action::DriftRepaired | Action::NamespaceConflict | Action::KeyMaterialUnavailable | Action::CheckFailed

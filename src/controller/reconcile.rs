@@ -22,7 +22,7 @@ use crate::telemetry::security::Action as SecurityAction;
 
 use super::apply::{self, Applied};
 use super::keys::{self, Keys};
-use super::notify::{event, security};
+use super::notify::{event, line, security};
 use super::status::{self, PHASE_CONFLICT, PHASE_READY, PHASE_TERMINATING, Report};
 use super::{Context, Error, finalize, prune};
 
@@ -233,6 +233,9 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
             }
         }
     }
+    // One security line per grant for the SIEM; one Kubernetes Event for all
+    // of them, so a new tenant costs the apiserver two Events, not one per subject.
+    let mut grants = Vec::new();
     for binding in granted {
         let entry = desired.objects.iter().find_map(|o| match o {
             ManagedObject::RoleBinding(rb) if rb.metadata.name.as_deref() == Some(&binding) => Some(rb.clone()),
@@ -245,16 +248,14 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
                 .and_then(|s| s.first())
                 .map(|s| format!("{} {}", s.kind, s.name))
                 .unwrap_or_default();
-            security(
-                ctx,
-                tenant,
-                SecurityAction::AccessGranted,
-                None,
-                "AddedToSpec",
-                format!("{subject} was granted {} in the tenant's namespaces", rb.role_ref.name),
-            )
-            .await;
+            let message = format!("{subject} was granted {} in the tenant's namespaces", rb.role_ref.name);
+            line(tenant, SecurityAction::AccessGranted, None, "AddedToSpec", message);
+            grants.push(format!("{subject} ({})", rb.role_ref.name));
         }
+    }
+    grants.dedup();
+    if !grants.is_empty() {
+        event(ctx, tenant, false, "AccessGranted", "AddedToSpec", format!("granted: {}", grants.join(", "))).await;
     }
 
     // Without key material, existing projections may be the only copy left: keep them.
