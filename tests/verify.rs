@@ -173,6 +173,10 @@ async fn a_healthy_tenant_passes_every_applicable_check_in_every_format() {
     }
     assert_eq!(report["passed"], true);
 
+    // The controller's least-privilege mode: only list (no get, no reviews, no impersonation),
+    // as the Helm chart grants. Object controls still compare exactly; the rest is not applicable.
+    least_privilege_view_still_proves_the_object_controls(&client, &a).await;
+
     // Table: the summary line; Markdown: a report for people; JUnit: well-formed XML.
     let (code, table, _) = verify_cli(&["--tenant", &a]);
     assert_eq!(code, 0);
@@ -406,6 +410,71 @@ async fn a_widened_profile_cluster_role_fails_its_checks_and_is_restored() {
     op.restart();
     delete_tenant(&client, &a).await;
     delete_tenant(&client, &b).await;
+}
+
+/// Runs the checks as a ServiceAccount that may only list what the operator watches.
+async fn least_privilege_view_still_proves_the_object_controls(client: &Client, tenant: &str) {
+    let sa = unique("verify-lp");
+    let ns = OPERATOR_NAMESPACE;
+    let pp = PatchParams::apply("e2e").force();
+    let sa_body = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": ns}});
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), ns)
+        .patch(&sa, &pp, &Patch::Apply(&sa_body))
+        .await
+        .unwrap();
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": sa},
+    "rules": [
+        {"apiGroups": ["bulkhead.dev"], "resources": ["tenants"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["namespaces", "serviceaccounts", "resourcequotas", "limitranges", "secrets"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings", "clusterroles", "clusterrolebindings"], "verbs": ["list", "watch"]}
+    ]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": sa},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sa},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]});
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    roles.patch(&sa, &pp, &Patch::Apply(&role)).await.unwrap();
+    bindings.patch(&sa, &pp, &Patch::Apply(&binding)).await.unwrap();
+    let limited = as_service_account(ns, &sa).await;
+    let settings = bulkhead::verify::Settings { impersonate: false, lenient: true, ..Default::default() };
+    let verifier = bulkhead::verify::Verifier::new(limited, settings);
+    // RBAC takes a moment to reach the authorizer's cache.
+    let report = wait_for("the least-privilege verifier to see the tenant", WAIT, || {
+        let verifier = verifier.clone();
+        async move {
+            let view = verifier.cluster_view().await.ok()?;
+            let t = view.tenants.iter().find(|t| t.name_any() == tenant)?.clone();
+            Some(verifier.verify_tenant(&view, &t).await)
+        }
+    })
+    .await;
+    let _ = bindings.delete(&sa, &DeleteParams::default()).await;
+    let _ = roles.delete(&sa, &DeleteParams::default()).await;
+    let summary: Vec<String> =
+        report.results.iter().map(|r| format!("{} {:?}: {}", r.check.id, r.status, r.reason)).collect();
+    use bulkhead::verify::Status;
+    for id in [
+        checks::NAMESPACE_LABELS,
+        checks::DEFAULT_DENY,
+        checks::ALLOW_LIST,
+        checks::CROSS_TENANT_TRAFFIC,
+        checks::ACCESS_BINDINGS,
+        checks::NO_FOREIGN_SUBJECTS,
+        checks::PROFILE_ROLES,
+        checks::MANAGED_OBJECTS,
+        checks::RESOURCE_QUOTAS,
+        checks::KEYS_PRESENT,
+        checks::KEYS_DISTINCT,
+    ] {
+        assert_eq!(report.result(id).unwrap().status, Status::Pass, "{id} by list only:\n{}", summary.join("\n"));
+    }
+    for id in [checks::CLUSTER_RESOURCES, checks::PROFILE_RIGHTS, checks::PRIVILEGED, checks::WEBHOOKS] {
+        let r = report.result(id).unwrap();
+        assert_eq!(r.status, Status::NotApplicable, "{id}: {}", r.reason);
+        assert!(r.reason.contains("auditor's credentials"), "{id} says who can run it: {}", r.reason);
+    }
+    assert_eq!(report.summary().errors, 0, "{}", summary.join("\n"));
 }
 
 struct Junit {

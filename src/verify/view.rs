@@ -299,7 +299,12 @@ pub(crate) fn forbidden(e: &kube::Error) -> bool {
 
 async fn live_json(client: &Client, key: &ObjectKey) -> Result<Option<Value>, String> {
     match named(&dynamic_api(client, key), &key.name).await {
-        Ok(o) => Ok(o.map(|o| serde_json::to_value(o).unwrap_or(Value::Null))),
+        Ok(o) => Ok(o.map(|mut o| {
+            // Items of a list (the fallback) carry no apiVersion and kind.
+            let ar = key.kind.api_resource();
+            o.types.get_or_insert(kube::core::TypeMeta { api_version: ar.api_version, kind: ar.kind });
+            serde_json::to_value(o).unwrap_or(Value::Null)
+        })),
         Err(e) => Err(format!("cannot read {key}: {e}")),
     }
 }
