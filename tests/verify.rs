@@ -49,6 +49,8 @@ fn tenant_manifest(name: &str, shard: &str) -> Value {
     }});
     t["spec"]["limits"] = json!({"default": {"cpu": "500m", "memory": "256Mi"}});
     t["spec"]["secrets"] = json!({"generated": [{"name": "crm-db", "keys": ["password"]}]});
+    // Erased when the test ends: retained namespaces would pile up as other tenants' namespaces.
+    t["spec"]["deletionPolicy"] = json!("Delete");
     t
 }
 
