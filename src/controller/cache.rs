@@ -245,14 +245,19 @@ where
                 }
             };
             let is_delete = matches!(event, watcher::Event::Delete(_));
-            for obj in self.apply(event) {
+            // The first object is the one the event carries; a second one is
+            // the version it replaced (relabelled away from another tenant).
+            for (i, obj) in self.apply(event).into_iter().enumerate() {
                 let labels = obj.labels();
                 let key = ObjectKey {
                     kind: self.kind,
                     namespace: obj.meta().namespace.clone(),
                     name: obj.meta().name.clone().unwrap_or_default(),
                 };
-                if !is_delete && triggers.own_writes.is_echo(&key, obj.meta().resource_version.as_deref()) {
+                // Only the new version can be the echo of our own write: the
+                // replaced one carries an older resourceVersion, which may match
+                // a write of ours whose echo arrived before we recorded it.
+                if i == 0 && !is_delete && triggers.own_writes.is_echo(&key, obj.meta().resource_version.as_deref()) {
                     break;
                 }
                 if labels.get(LABEL_SHARED).is_some_and(|v| v == "true")

@@ -288,7 +288,7 @@ pub async fn ensure(ctx: &Context, tenant: &Tenant, effective: &Effective) -> Re
             Some(_) => api.replace(&source_name, &PostParams::default(), &secret).await,
         }
         .map_err(|e| Error::api_named("write key source", format!("Secret {ns}/{source_name}"), e))?;
-        ctx.own_writes.record(
+        ctx.remember_write(
             crate::plan::ObjectKey {
                 kind: crate::plan::object::Kind::Secret,
                 namespace: Some(ns.clone()),

@@ -147,6 +147,14 @@ impl Caches {
         }
     }
 
+    /// The cached resourceVersion of `key`, if cached.
+    pub fn resource_version(&self, key: &ObjectKey) -> Option<String> {
+        let value = self.observed(key)?;
+        // The namespace cache holds metadata only.
+        let meta = if key.kind == Kind::Namespace { &value } else { value.get("metadata")? };
+        meta.get("resourceVersion")?.as_str().map(str::to_string)
+    }
+
     /// Every object bulkhead still manages for `tenant` (released objects excluded).
     pub fn owned(&self, tenant: &str) -> Vec<ObjectKey> {
         fn keys<K>(kind: Kind, cache: &Cache<K>, tenant: &str, out: &mut Vec<ObjectKey>)
@@ -208,6 +216,18 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics of this process.
     pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// Remembers a write of ours so its watch echo does not trigger a reconcile,
+    /// unless the echo already arrived (then there is nothing to wait for, and
+    /// an entry would only linger).
+    pub fn remember_write(&self, key: ObjectKey, resource_version: Option<String>) {
+        if resource_version.is_some() && self.caches.resource_version(&key) == resource_version {
+            return;
+        }
+        self.own_writes.record(key, resource_version);
+    }
 }
 
 fn spawn_cache<K>(client: &Client, cache: &Arc<Cache<K>>, selector: Option<&str>, page_size: u32, triggers: &Triggers)
