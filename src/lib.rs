@@ -4,6 +4,7 @@
 //! status) with [`telemetry`] on the side; [`audit`] is the tenant pods'
 //! audit sidecar and its verifier.
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod controller;

@@ -91,6 +91,8 @@ struct RunArgs {
     ops: OpsArgs,
     #[command(flatten)]
     verify: bulkhead::verify::cli::ScheduleArgs,
+    #[command(flatten)]
+    admission: bulkhead::admission::cli::AdmissionArgs,
 }
 
 /// Operations: the metrics/probe server and leader election.
@@ -182,6 +184,13 @@ async fn run_command(args: RunArgs) -> Result<(), String> {
         shutdown: ops.shutdown.clone(),
         ..Default::default()
     };
+    if let Some(mut admission) = args.admission.options(&options.plan, options.tenant_selector.as_deref()) {
+        admission.metrics = Some(ops.metrics.clone());
+        admission.ready = Some(ops.readiness.gate(bulkhead::admission::READINESS_GATE));
+        bulkhead::admission::start(client.clone(), admission)
+            .await
+            .map_err(|e| format!("cannot start the admission webhooks: {e}"))?;
+    }
     let result = controller::run(client, options).await.map_err(|e| e.to_string());
     ops.stop().await;
     result

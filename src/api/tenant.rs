@@ -38,7 +38,8 @@ pub const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 )]
 #[x_kube(
     validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS' || c == 'GDPR') || self.network.isolation == 'Strict'").message("compliance profiles PCI-DSS and GDPR require network.isolation: Strict"),
-    validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS') || self.podSecurity == 'restricted'").message("compliance profile PCI-DSS requires podSecurity: restricted")
+    validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS') || self.podSecurity == 'restricted'").message("compliance profile PCI-DSS requires podSecurity: restricted"),
+    validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS') || !has(self.audit) || !has(self.audit.mode) || self.audit.mode != 'Disabled'").message("compliance profile PCI-DSS requires the audit sidecar: audit.mode cannot be Disabled")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -86,6 +87,103 @@ pub struct TenantSpec {
     /// Per-tenant keys and generated credentials.
     #[serde(default)]
     pub secrets: SecretsSpec,
+
+    /// The audit sidecar injected into the tenant's pods.
+    #[serde(default)]
+    pub audit: AuditSpec,
+
+    /// Where the tenant's pods may run; enforced at admission as a required node affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_residency: Option<DataResidency>,
+
+    /// Which container images the tenant's pods may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<ImagesSpec>,
+}
+
+/// Pod annotation that opts a pod out of the audit sidecar (value `disabled`); honoured only under `audit.mode: Optional`.
+pub const AUDIT_OPT_OUT_ANNOTATION: &str = "bulkhead.dev/audit-sidecar";
+/// Value of [`AUDIT_OPT_OUT_ANNOTATION`] that opts out.
+pub const AUDIT_OPT_OUT_VALUE: &str = "disabled";
+/// Tenant annotation confirming that namespaces removed from `spec.namespaces` may be released or
+/// deleted (comma-separated short or full names); without it the admission webhook refuses the update.
+pub const CONFIRM_REMOVAL_ANNOTATION: &str = "bulkhead.dev/confirm-namespace-removal";
+
+/// The audit sidecar: injected into every pod of the tenant by the mutating webhook.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSpec {
+    /// `Required`: every pod must carry an intact sidecar (no opt-out); `Optional` (default): injected, but a pod
+    /// may opt out with the annotation `bulkhead.dev/audit-sidecar: disabled`; `Disabled`: never injected.
+    /// Compliance profile PCI-DSS makes it `Required`.
+    #[serde(default)]
+    pub mode: AuditMode,
+
+    /// Where the sidecar ships sealed records: `stdout`, `file:PATH`, or an `http://` / `https://` URL (a SIEM).
+    #[serde(default = "default_audit_sink")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self == 'stdout' || (self.startsWith('file:') && self.size() > 5) || self.startsWith('http://') || self.startsWith('https://')").message("audit.sink must be stdout, file:PATH, or an http:// or https:// URL"))]
+    pub sink: String,
+}
+
+impl Default for AuditSpec {
+    fn default() -> Self {
+        Self { mode: AuditMode::default(), sink: default_audit_sink() }
+    }
+}
+
+fn default_audit_sink() -> String {
+    "stdout".into()
+}
+
+/// Whether the audit sidecar is injected and required.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AuditMode {
+    /// Injected into every pod; pods without an intact sidecar are refused.
+    Required,
+    /// Injected into every pod that does not opt out.
+    #[default]
+    Optional,
+    /// Never injected.
+    Disabled,
+}
+
+impl AuditMode {
+    /// The spelling in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditMode::Required => "Required",
+            AuditMode::Optional => "Optional",
+            AuditMode::Disabled => "Disabled",
+        }
+    }
+}
+
+/// Where the tenant's data may live.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataResidency {
+    /// Regions (node label `topology.kubernetes.io/region`) the tenant's pods may be scheduled to.
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub regions: Vec<String>,
+}
+
+/// Which container images the tenant may run.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagesSpec {
+    /// Image reference prefixes, such as `registry.acme.example/` or `registry.acme.example/team`; every container,
+    /// init container and ephemeral container image must start with one (a prefix without a trailing `/` matches
+    /// only at a path, tag or digest boundary). Short Docker Hub names are read as `docker.io/library/...`.
+    /// Digests are accepted; tags are never rewritten. Empty means any registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 255), regex(pattern = r"^[a-z0-9][a-z0-9._:/-]*$")))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub allowed_registries: Vec<String>,
 }
 
 /// Annotation on a Tenant that asks for an immediate key rotation; each new value rotates once.

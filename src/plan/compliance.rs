@@ -1,7 +1,7 @@
 //! Compliance profiles: what `PCI-DSS` and `GDPR` tighten, in one place.
 //! The README's compliance table documents exactly these rules.
 
-use crate::api::{ComplianceProfile, Isolation, PodSecurityLevel, TenantSpec};
+use crate::api::{AuditMode, ComplianceProfile, Isolation, PodSecurityLevel, TenantSpec};
 
 use super::PlanError;
 
@@ -18,7 +18,31 @@ pub struct Effective {
     pub egress_needs_ports: bool,
     /// Key rotation period, capped by PCI-DSS.
     pub rotation_period: jiff::SignedDuration,
+    /// Audit sidecar mode: PCI-DSS makes it `Required`.
+    pub audit_mode: AuditMode,
+    /// Linux capabilities a container may add: what the Pod Security level allows, none under PCI-DSS.
+    pub allowed_capabilities: &'static [&'static str],
 }
+
+/// Capabilities the `baseline` Pod Security level lets a container add (also the ceiling under `privileged`:
+/// bulkhead never admits capabilities beyond it).
+pub const BASELINE_CAPABILITIES: &[&str] = &[
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+/// Capabilities the `restricted` Pod Security level lets a container add.
+pub const RESTRICTED_CAPABILITIES: &[&str] = &["NET_BIND_SERVICE"];
 
 impl Effective {
     /// Applies the compliance profiles to a spec; errors name the conflicting setting.
@@ -63,8 +87,18 @@ impl Effective {
                 value: spec.secrets.rotation_period.clone(),
             });
         }
+        if pci && spec.audit.mode == AuditMode::Disabled {
+            return Err(PlanError::Compliance { profile: "PCI-DSS", what: "audit.mode: Disabled" });
+        }
         let rotation_period = if pci { period.min(super::secrets::PCI_MAX_ROTATION) } else { period };
+        let allowed_capabilities = match (pci, spec.pod_security) {
+            (true, _) => &[],
+            (false, PodSecurityLevel::Restricted) => RESTRICTED_CAPABILITIES,
+            (false, _) => BASELINE_CAPABILITIES,
+        };
         Ok(Self {
+            audit_mode: if pci { AuditMode::Required } else { spec.audit.mode },
+            allowed_capabilities,
             rotation_period,
             pod_security: spec.pod_security,
             isolation: spec.network.isolation,

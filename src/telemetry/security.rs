@@ -52,6 +52,8 @@ pub enum Action {
     KeyMaterialUnavailable,
     /// An isolation check (`bulkhead verify`) started failing for the tenant.
     CheckFailed,
+    /// An admission webhook refused a request (reason: the rule id).
+    AdmissionDenied,
 }
 
 impl Action {
@@ -64,6 +66,7 @@ impl Action {
             Action::NamespaceConflict => ("configuration", "denied"),
             Action::KeyMaterialUnavailable => ("configuration", "error"),
             Action::CheckFailed => ("vulnerability", "info"),
+            Action::AdmissionDenied => ("api", "denied"),
             _ => ("configuration", "change"),
         }
     }
