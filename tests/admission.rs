@@ -393,6 +393,22 @@ async fn pods_that_break_isolation_are_denied_by_rule_and_field() {
     assert_eq!(events["bulkhead"]["tenant"], t.as_str());
     assert_eq!(events["bulkhead"]["object"]["namespace"], ns.as_str());
     assert_eq!(events["event"]["type"][0], "denied");
+    // And a Kubernetes Event on the Tenant, for `kubectl describe tenant`.
+    let kube_events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let found = wait_for("the AdmissionDenied Kubernetes Event", Duration::from_secs(10), || {
+        let kube_events = kube_events.clone();
+        let t = t.clone();
+        async move {
+            let list =
+                kube_events.list(&ListParams::default().fields(&format!("involvedObject.name={t}"))).await.ok()?;
+            list.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("AdmissionDenied")
+                    && e.message.as_deref().is_some_and(|m| m.contains("pod.host-network"))
+            })
+        }
+    })
+    .await;
+    assert_eq!(found.type_.as_deref(), Some("Warning"));
 
     delete_tenants(&client, &[&t]).await;
 }

@@ -40,6 +40,8 @@ pub struct App {
     pub settings: Settings,
     /// Request counts and latencies, when the process exports metrics.
     pub metrics: Option<Arc<Metrics>>,
+    /// Records a Kubernetes Event on the tenant for each real (not dry-run) denial.
+    pub recorder: Option<kube::runtime::events::Recorder>,
 }
 
 /// The routes: `POST /mutate/<hook>`, `POST /validate/<hook>`, `GET /healthz`.
@@ -105,6 +107,11 @@ async fn answer(app: &App, endpoint: Endpoint, hook: &str, body: Body) -> (&'sta
     match handler::handle(endpoint, &bytes, app.view.as_ref(), &app.settings) {
         Ok(outcome) => {
             report(hook, &outcome);
+            if let (Some(recorder), Some(tenant), false, false) =
+                (&app.recorder, &outcome.tenant, outcome.response.allowed, outcome.dry_run)
+            {
+                publish_denial(recorder.clone(), tenant.clone(), &outcome);
+            }
             let decision = match (&outcome.response, outcome.response.code) {
                 (r, _) if r.allowed && r.patch.is_some() => "patched",
                 (r, _) if r.allowed => "allowed",
@@ -142,6 +149,35 @@ fn report(hook: &str, o: &Outcome) {
         message: format!("{:?} of {} {ns}{} by {} denied: {}", o.operation, o.kind, o.name, o.user, o.response.message),
     }
     .emit();
+}
+
+/// A Warning Event on the Tenant, off the request path: the answer to the
+/// apiserver never waits for it. Repeats are folded into one series by the recorder.
+fn publish_denial(recorder: kube::runtime::events::Recorder, tenant: String, o: &Outcome) {
+    use kube::runtime::events::{Event, EventType};
+    let rules: Vec<&str> = o.violations.iter().map(|v| v.rule).collect();
+    let ns = o.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "AdmissionDenied".into(),
+        note: Some(format!(
+            "{:?} of {} {ns}{} by {} denied: {}",
+            o.operation, o.kind, o.name, o.user, o.response.message
+        )),
+        action: rules.first().copied().unwrap_or("denied").to_string(),
+        secondary: None,
+    };
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("bulkhead.dev/v1alpha1".into()),
+        kind: Some("Tenant".into()),
+        name: Some(tenant),
+        ..Default::default()
+    };
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "cannot publish the admission-denied event");
+        }
+    });
 }
 
 /// Serves until the handle shuts the server down.
