@@ -18,20 +18,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-/// Path of the oracle binary, building it if needed.
-fn oracle() -> String {
-    if let Ok(path) = std::env::var("BULKHEAD_NETPOL_ORACLE") {
-        return path;
-    }
-    let out = Command::new(repo().join("e2e/oracle"))
-        .arg("build")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("e2e/oracle runs");
-    assert!(out.status.success(), "building the NetworkPolicy oracle failed");
-    String::from_utf8(out.stdout).unwrap().lines().last().expect("oracle path").to_string()
-}
-
 fn evaluate(input: &Value) -> BTreeMap<String, bool> {
     let mut child = Command::new(oracle())
         .stdin(Stdio::piped())

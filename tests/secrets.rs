@@ -171,7 +171,6 @@ async fn keys_rotate_on_schedule_and_on_request_keeping_previous_ones() {
     let ns = format!("{name}-agents");
     let before = keys_in(&client, &ns).await;
     // The schedule rotates without any change to the Tenant: no polling, a timed requeue.
-    let api: Api<Tenant> = Api::all(client.clone());
     let rotated =
         wait_new_key(&client, &name, &first.current_key_id, "a scheduled rotation", Duration::from_secs(40)).await;
     assert_eq!(rotated.previous_key_ids, vec![first.current_key_id.clone()]);
@@ -189,8 +188,7 @@ async fn keys_rotate_on_schedule_and_on_request_keeping_previous_ones() {
     assert_ne!(current_dek(&after), current_dek(&before));
 
     // A manual trigger rotates at once.
-    let trigger = Patch::Merge(json!({"metadata": {"annotations": {"bulkhead.dev/rotate-keys": "incident-42"}}}));
-    api.patch(&name, &PatchParams::default(), &trigger).await.unwrap();
+    annotate_tenant(&client, &name, "bulkhead.dev/rotate-keys", "incident-42").await;
     let manual = wait_new_key(&client, &name, &rotated.current_key_id, "a manual rotation", WAIT).await;
     assert!(manual.previous_key_ids.len() <= 2, "keepPrevious bounds what is kept");
     assert!(op.security_events().iter().any(|e| e["event"]["action"] == "key-rotated"));
@@ -225,14 +223,7 @@ async fn a_lost_source_is_a_loud_error_never_a_new_key() {
     );
     assert!(op.security_events().iter().any(|e| e["event"]["action"] == "key-material-unavailable"));
     // Accepting new keys is an explicit act.
-    Api::<Tenant>::all(client.clone())
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"bulkhead.dev/regenerate-keys": "true"}}})),
-        )
-        .await
-        .unwrap();
+    annotate_tenant(&client, &name, "bulkhead.dev/regenerate-keys", "true").await;
     wait_secrets(&client, &name, "True", "KeysReady").await;
     assert_ne!(keys_in(&client, &ns).await, before);
     delete_tenant(&client, &name).await;
@@ -277,14 +268,7 @@ async fn master_key_wraps_the_source_and_logs_never_hold_a_value() {
         assert!(!String::from_utf8_lossy(stored).contains(&enc), "base64 value in the wrapped source");
     }
     // Rotate, then erase, for a full lifecycle in the logs.
-    Api::<Tenant>::all(client.clone())
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"bulkhead.dev/rotate-keys": "1"}}})),
-        )
-        .await
-        .unwrap();
+    annotate_tenant(&client, &name, "bulkhead.dev/rotate-keys", "1").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     delete_tenant(&client, &name).await;
     assert!(

@@ -522,20 +522,6 @@ fn parse_junit(xml: &str) -> Junit {
     j
 }
 
-/// Path of the NetworkPolicy oracle binary, building it if needed.
-fn oracle() -> String {
-    if let Ok(path) = std::env::var("BULKHEAD_NETPOL_ORACLE") {
-        return path;
-    }
-    let out = Command::new(repo().join("e2e/oracle"))
-        .arg("build")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("e2e/oracle runs");
-    assert!(out.status.success(), "building the NetworkPolicy oracle failed");
-    String::from_utf8(out.stdout).unwrap().lines().last().expect("oracle path").to_string()
-}
-
 fn np(ns: &str, name: &str, spec: Value) -> NetworkPolicy {
     serde_json::from_value(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"namespace": ns, "name": name}, "spec": spec})).unwrap()
 }

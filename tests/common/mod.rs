@@ -372,3 +372,29 @@ pub async fn delete_tenant(client: &Client, name: &str) {
     })
     .await;
 }
+
+/// Path of the independent NetworkPolicy oracle (`e2e/oracle`), building it if needed.
+pub fn oracle() -> String {
+    if let Ok(path) = std::env::var("BULKHEAD_NETPOL_ORACLE") {
+        return path;
+    }
+    let out = Command::new(repo().join("e2e/oracle"))
+        .arg("build")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("e2e/oracle runs");
+    assert!(out.status.success(), "building the NetworkPolicy oracle failed");
+    String::from_utf8(out.stdout).expect("utf-8 path").lines().last().expect("oracle path").to_string()
+}
+
+/// Sets one annotation on a Tenant (merge patch).
+pub async fn annotate_tenant(client: &Client, name: &str, key: &str, value: &str) {
+    Api::<bulkhead::api::Tenant>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot annotate Tenant {name}: {e}"));
+}
