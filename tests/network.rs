@@ -6,8 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bulkhead::api::Tenant;
@@ -19,17 +17,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 fn evaluate(input: &Value) -> BTreeMap<String, bool> {
-    let mut child = Command::new(oracle())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("oracle starts");
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "oracle failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["engine"].as_str().unwrap().contains("kube-network-policies"));
+    let v = run_oracle(input);
     v["results"]
         .as_array()
         .unwrap()

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -659,17 +658,7 @@ fn network_evaluator_agrees_with_the_independent_engine() {
             "ports": p.ports.iter().map(|np| json!({"name": np.name, "port": np.port, "protocol": np.protocol})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
         "queries": queries,
     });
-    let mut child = Command::new(oracle())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("oracle starts");
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "oracle failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["engine"].as_str().unwrap().contains("kube-network-policies"));
+    let v = run_oracle(&input);
     let mut wrong = Vec::new();
     let mut allowed = 0;
     for r in v["results"].as_array().unwrap() {

@@ -398,3 +398,21 @@ pub async fn annotate_tenant(client: &Client, name: &str, key: &str, value: &str
         .await
         .unwrap_or_else(|e| panic!("cannot annotate Tenant {name}: {e}"));
 }
+
+/// Runs the independent NetworkPolicy oracle on `input` and returns its
+/// answer, after checking it ran and names the engine it used.
+pub fn run_oracle(input: &serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = Command::new(oracle())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("oracle starts");
+    child.stdin.take().expect("stdin").write_all(input.to_string().as_bytes()).expect("oracle input");
+    let out = child.wait_with_output().expect("oracle output");
+    assert!(out.status.success(), "oracle failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("oracle JSON");
+    assert!(v["engine"].as_str().is_some_and(|e| e.contains("kube-network-policies")), "engine: {}", v["engine"]);
+    v
+}
