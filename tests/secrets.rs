@@ -57,6 +57,14 @@ async fn wait_new_key(
     .await
 }
 
+/// The tenant's key source Secret in the operator namespace, if it exists.
+async fn source_secret(client: &Client, tenant: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .get_opt(&format!("bulkhead-keys-{tenant}"))
+        .await
+        .expect("reading the source Secret")
+}
+
 async fn keys_in(client: &Client, ns: &str) -> BTreeMap<String, ByteString> {
     Api::<Secret>::namespaced(client.clone(), ns).get("bulkhead-keys").await.unwrap().data.unwrap()
 }
@@ -213,14 +221,7 @@ async fn a_lost_source_is_a_loud_error_never_a_new_key() {
     assert_eq!(condition(&t, "Ready").unwrap().0, "False");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(keys_in(&client, &ns).await, before, "projections are neither replaced nor pruned");
-    assert!(
-        Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
-            .get_opt(&format!("bulkhead-keys-{name}"))
-            .await
-            .unwrap()
-            .is_none(),
-        "no silent regeneration"
-    );
+    assert!(source_secret(&client, &name).await.is_none(), "no silent regeneration");
     assert!(op.security_events().iter().any(|e| e["event"]["action"] == "key-material-unavailable"));
     // Accepting new keys is an explicit act.
     annotate_tenant(&client, &name, "bulkhead.dev/regenerate-keys", "true").await;
@@ -246,10 +247,7 @@ async fn master_key_wraps_the_source_and_logs_never_hold_a_value() {
     let ns = format!("{name}-agents");
     let keys = keys_in(&client, &ns).await;
     let creds = Api::<Secret>::namespaced(client.clone(), &ns).get("crm-db").await.unwrap().data.unwrap();
-    let source = Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
-        .get(&format!("bulkhead-keys-{name}"))
-        .await
-        .unwrap();
+    let source = source_secret(&client, &name).await.expect("the source Secret exists");
     assert!(source.annotations().contains_key("bulkhead.dev/master-key-id"));
     let stored = &source.data.unwrap()["material"].0;
 
@@ -271,14 +269,7 @@ async fn master_key_wraps_the_source_and_logs_never_hold_a_value() {
     annotate_tenant(&client, &name, "bulkhead.dev/rotate-keys", "1").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     delete_tenant(&client, &name).await;
-    assert!(
-        Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
-            .get_opt(&format!("bulkhead-keys-{name}"))
-            .await
-            .unwrap()
-            .is_none(),
-        "Delete destroys the key material (crypto-erasure)"
-    );
+    assert!(source_secret(&client, &name).await.is_none(), "Delete destroys the key material (crypto-erasure)");
     let logs = op.logs() + &std::fs::read_to_string(&op.stdout).unwrap_or_default();
     assert!(logs.len() > 10_000, "trace logging was on ({} bytes)", logs.len());
     for v in &values {
