@@ -106,12 +106,15 @@ fn floor_objects(name: &str) -> Vec<(plan::ObjectKey, Value)> {
         .map(|o| {
             let mut v = o.to_json();
             diff::stamp(&mut v);
+            floor_label(&mut v);
             (o.key(), v)
         })
         .collect();
     let source = json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": secrets::source_name(name), "namespace": OPERATOR_NS, "labels": plan::owner_labels(name)},
         "data": {"material": base64_of(&serde_json::to_vec(&material).unwrap_or_default())}});
+    let mut source = source;
+    floor_label(&mut source);
     out.push((
         plan::ObjectKey {
             kind: plan::object::Kind::Secret,
@@ -122,6 +125,15 @@ fn floor_objects(name: &str) -> Vec<(plan::ObjectKey, Value)> {
     ));
     out
 }
+
+/// The floor's objects are the operator's, byte for byte, except for the
+/// managed-by value: the operator under test watches `managed-by=bulkhead`
+/// and must not carry the floor's N tenants in its caches.
+fn floor_label(v: &mut Value) {
+    v["metadata"]["labels"][plan::LABEL_MANAGED_BY] = json!(FLOOR_MANAGER);
+}
+
+const FLOOR_MANAGER: &str = "bench-floor";
 
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
@@ -243,6 +255,8 @@ fn operator_writes(port: u16) -> Option<f64> {
 fn start_operator(selector: &str, log: &std::path::Path, metrics_port: u16) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .args(["run", "--log-format", "json", "--log-level", "warn", "--tenant-selector", selector])
+        // Ablations (e.g. `--verify-interval 0s`) for before/after figures.
+        .args(std::env::var("BENCH_OPERATOR_ARGS").unwrap_or_default().split_whitespace())
         .env("KUBECONFIG", kubeconfig())
         .env("BULKHEAD_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
         .stdin(Stdio::null())
@@ -320,6 +334,27 @@ async fn drift(client: &Client, names: &[String], rounds: usize) -> BTreeMap<&'s
         out.insert(kind, (percentile(&lat, 0.5), percentile(&lat, 0.99)));
     }
     out
+}
+
+/// Deletes a run's Tenants while its operator still runs (the default Retain
+/// policy releases their objects) and waits until they are gone, so the next
+/// size starts with caches that hold only its own tenants.
+async fn remove_tenants(client: &Client, names: &[String]) {
+    let api: Api<Tenant> = Api::all(client.clone());
+    futures::stream::iter(names.iter())
+        .for_each_concurrent(CONCURRENCY, |n| {
+            let api = api.clone();
+            async move {
+                let _ = api.delete(n, &DeleteParams::default()).await;
+            }
+        })
+        .await;
+    let start = Instant::now();
+    for n in names {
+        while api.get_opt(n).await.ok().flatten().is_some() && start.elapsed() < Duration::from_secs(600) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -426,6 +461,7 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
             ms(*p99)
         );
     }
+    remove_tenants(client, &names).await;
     drop(op);
     json!({
         "tenants": n,

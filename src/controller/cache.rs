@@ -2,18 +2,22 @@
 //!
 //! kube's reflector store has no index, and pruning one tenant must not scan
 //! every object of every tenant, so this cache keeps a per-tenant key set.
-//! managedFields and last-applied annotations are dropped before caching:
-//! they are most of an object's size and bulkhead never reads them.
+//! Objects are kept as compact JSON without managedFields and last-applied
+//! annotations (most of an object's size, never read by bulkhead) and
+//! decoded on the rare read: memory grows with the bytes of the objects,
+//! not with the allocations of their typed form.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt};
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::api::Tenant;
@@ -21,17 +25,51 @@ use crate::plan::{LABEL_MANAGED_BY, LABEL_SHARED, LABEL_TENANT, MANAGED_BY, Obje
 
 type Key = (Option<String>, String);
 
-struct Inner<K> {
-    objects: HashMap<Key, Arc<K>>,
+/// One cached object, compact: the handful of fields every event needs, and
+/// the rest as the JSON bulkhead compares against. A typed object costs
+/// several times its JSON (an allocation per string, a B-tree node per
+/// map), and a thousand tenants are tens of thousands of objects.
+struct Entry {
+    resource_version: Option<Box<str>>,
+    tenant: Option<Box<str>>,
+    shared: bool,
+    json: Box<[u8]>,
+}
+
+impl Entry {
+    /// The change this entry stands for, when it changed or went away.
+    fn change(&self, (namespace, name): &Key) -> Change {
+        Change {
+            name: name.clone(),
+            namespace: namespace.clone(),
+            resource_version: self.resource_version.as_deref().map(str::to_string),
+            tenant: self.tenant.as_deref().map(str::to_string),
+            shared: self.shared,
+        }
+    }
+}
+
+/// What a watch event changed, for the reconcile triggers.
+struct Change {
+    name: String,
+    namespace: Option<String>,
+    resource_version: Option<String>,
+    tenant: Option<String>,
+    shared: bool,
+}
+
+struct Inner {
+    objects: HashMap<Key, Entry>,
     by_tenant: HashMap<String, BTreeSet<Key>>,
-    relist: Option<HashMap<Key, Arc<K>>>,
+    relist: Option<HashMap<Key, Entry>>,
 }
 
 /// Objects of one kind, by namespace and name, with a per-tenant index.
 pub struct Cache<K> {
     kind: Kind,
-    inner: RwLock<Inner<K>>,
+    inner: RwLock<Inner>,
     ready: watch::Sender<bool>,
+    _kind: PhantomData<fn() -> K>,
 }
 
 /// Resource versions of bulkhead's own writes, so their watch echoes do not trigger a reconcile.
@@ -81,18 +119,69 @@ fn key_of<K: kube::Resource>(obj: &K) -> Key {
     (obj.meta().namespace.clone(), obj.meta().name.clone().unwrap_or_default())
 }
 
-fn strip<K: kube::Resource>(mut obj: K) -> K {
+/// Drops what bulkhead never reads: managedFields and kubectl's
+/// last-applied copy are most of an object's size; identity and version
+/// fields are never part of what it compares (the version is kept aside).
+fn strip<K: kube::Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
+    meta.resource_version = None;
+    meta.uid = None;
+    meta.creation_timestamp = None;
+    meta.generation = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-    obj
+}
+
+fn change_of<K: kube::Resource>(obj: &K) -> Change {
+    let meta = obj.meta();
+    let labels = meta.labels.as_ref();
+    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+    Change {
+        name: meta.name.clone().unwrap_or_default(),
+        namespace: meta.namespace.clone(),
+        resource_version: meta.resource_version.clone(),
+        tenant: label(LABEL_TENANT).map(str::to_string),
+        shared: label(LABEL_SHARED) == Some("true") && label(LABEL_MANAGED_BY) == Some(MANAGED_BY),
+    }
+}
+
+fn entry_of<K: kube::Resource + Serialize>(mut obj: K) -> Entry {
+    let change = change_of(&obj);
+    strip(&mut obj);
+    // Serializing a value that came from JSON cannot fail; an empty body decodes as "absent".
+    let json = serde_json::to_vec(&obj).unwrap_or_default().into_boxed_slice();
+    Entry {
+        resource_version: change.resource_version.map(Box::from),
+        tenant: change.tenant.map(Box::from),
+        shared: change.shared,
+        json,
+    }
+}
+
+impl Inner {
+    fn index_insert(&mut self, entry_tenant: Option<&str>, key: &Key) {
+        if let Some(t) = entry_tenant {
+            self.by_tenant.entry(t.to_string()).or_default().insert(key.clone());
+        }
+    }
+
+    fn index_remove(&mut self, entry_tenant: Option<&str>, key: &Key) {
+        if let Some(t) = entry_tenant
+            && let Some(set) = self.by_tenant.get_mut(t)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_tenant.remove(t);
+            }
+        }
+    }
 }
 
 impl<K> Cache<K>
 where
-    K: kube::Resource + Clone + Debug + Send + Sync + 'static,
+    K: kube::Resource + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// An empty cache for `kind`.
     pub fn new(kind: Kind) -> Arc<Self> {
@@ -101,30 +190,51 @@ where
             kind,
             inner: RwLock::new(Inner { objects: HashMap::new(), by_tenant: HashMap::new(), relist: None }),
             ready,
+            _kind: PhantomData,
         })
     }
 
+    fn decode(entry: &Entry) -> Option<K> {
+        let mut obj: K = serde_json::from_slice(&entry.json).ok()?;
+        obj.meta_mut().resource_version = entry.resource_version.as_deref().map(str::to_string);
+        Some(obj)
+    }
+
     /// The cached object, if any.
-    pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
+    pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<K> {
         let inner = self.inner.read().ok()?;
-        inner.objects.get(&(namespace.map(str::to_string), name.to_string())).cloned()
+        inner.objects.get(&(namespace.map(str::to_string), name.to_string())).and_then(Self::decode)
+    }
+
+    /// The cached object as JSON (without identity and version fields), if any.
+    pub fn json(&self, namespace: Option<&str>, name: &str) -> Option<serde_json::Value> {
+        let inner = self.inner.read().ok()?;
+        let entry = inner.objects.get(&(namespace.map(str::to_string), name.to_string()))?;
+        serde_json::from_slice(&entry.json).ok()
+    }
+
+    /// The cached resourceVersion, if cached.
+    pub fn resource_version(&self, namespace: Option<&str>, name: &str) -> Option<String> {
+        let inner = self.inner.read().ok()?;
+        let entry = inner.objects.get(&(namespace.map(str::to_string), name.to_string()))?;
+        entry.resource_version.as_deref().map(str::to_string)
     }
 
     /// Every cached object labelled as belonging to `tenant`.
-    pub fn of_tenant(&self, tenant: &str) -> Vec<Arc<K>> {
+    pub fn of_tenant(&self, tenant: &str) -> Vec<K> {
         let Ok(inner) = self.inner.read() else {
             return Vec::new();
         };
         inner
             .by_tenant
             .get(tenant)
-            .map(|keys| keys.iter().filter_map(|k| inner.objects.get(k).cloned()).collect())
+            .map(|keys| keys.iter().filter_map(|k| inner.objects.get(k)).filter_map(Self::decode).collect())
             .unwrap_or_default()
     }
 
     /// Every cached object.
-    pub fn all(&self) -> Vec<Arc<K>> {
-        self.inner.read().map(|i| i.objects.values().cloned().collect()).unwrap_or_default()
+    pub fn all(&self) -> Vec<K> {
+        self.inner.read().map(|i| i.objects.values().filter_map(Self::decode).collect()).unwrap_or_default()
     }
 
     /// Number of cached objects.
@@ -144,60 +254,43 @@ where
         let _ = rx.wait_for(|ready| *ready).await;
     }
 
-    fn index_insert(by_tenant: &mut HashMap<String, BTreeSet<Key>>, obj: &K, key: &Key) {
-        if let Some(t) = tenant_of(obj.labels()) {
-            by_tenant.entry(t.to_string()).or_default().insert(key.clone());
-        }
-    }
-
-    fn index_remove(by_tenant: &mut HashMap<String, BTreeSet<Key>>, obj: &K, key: &Key) {
-        if let Some(t) = tenant_of(obj.labels())
-            && let Some(set) = by_tenant.get_mut(t)
-        {
-            set.remove(key);
-            if set.is_empty() {
-                by_tenant.remove(t);
-            }
-        }
-    }
-
-    /// Applies one watch event; returns the objects whose change should trigger work.
-    fn apply(&self, event: watcher::Event<K>) -> Vec<Arc<K>> {
+    /// Applies one watch event; returns the changes that should trigger work.
+    fn apply(&self, event: watcher::Event<K>) -> Vec<Change> {
         let Ok(mut inner) = self.inner.write() else {
             return Vec::new();
         };
         match event {
             watcher::Event::Apply(obj) => {
-                let obj = Arc::new(strip(obj));
-                let key = key_of(obj.as_ref());
-                let old = inner.objects.insert(key.clone(), obj.clone());
+                let key = key_of(&obj);
+                let change = change_of(&obj);
+                let entry = entry_of(obj);
+                let new_tenant = entry.tenant.clone();
+                let old = inner.objects.insert(key.clone(), entry);
                 if let Some(old) = &old {
-                    Self::index_remove(&mut inner.by_tenant, old, &key);
+                    inner.index_remove(old.tenant.as_deref(), &key);
                 }
-                Self::index_insert(&mut inner.by_tenant, &obj, &key);
+                inner.index_insert(new_tenant.as_deref(), &key);
                 // A relabelled object concerns the tenant it was taken from too.
                 match old {
-                    Some(old) if tenant_of(old.labels()) != tenant_of(obj.labels()) => {
-                        vec![obj, old]
-                    }
-                    _ => vec![obj],
+                    Some(old) if old.tenant != new_tenant => vec![change, old.change(&key)],
+                    _ => vec![change],
                 }
             }
             watcher::Event::Delete(obj) => {
                 let key = key_of(&obj);
                 if let Some(old) = inner.objects.remove(&key) {
-                    Self::index_remove(&mut inner.by_tenant, &old, &key);
+                    inner.index_remove(old.tenant.as_deref(), &key);
                 }
-                vec![Arc::new(strip(obj))]
+                vec![change_of(&obj)]
             }
             watcher::Event::Init => {
                 inner.relist = Some(HashMap::new());
                 Vec::new()
             }
             watcher::Event::InitApply(obj) => {
-                let obj = Arc::new(strip(obj));
+                let key = key_of(&obj);
                 if let Some(buffer) = inner.relist.as_mut() {
-                    buffer.insert(key_of(obj.as_ref()), obj);
+                    buffer.insert(key, entry_of(obj));
                 }
                 Vec::new()
             }
@@ -205,18 +298,18 @@ where
                 let fresh = inner.relist.take().unwrap_or_default();
                 // After a relist, everything that changed or vanished while the
                 // watch was down must be looked at again.
-                let mut changed: Vec<Arc<K>> = inner
+                let mut changed: Vec<Change> = inner
                     .objects
                     .iter()
-                    .filter(|(k, old)| {
-                        fresh.get(*k).is_none_or(|new| new.meta().resource_version != old.meta().resource_version)
-                    })
-                    .map(|(_, o)| o.clone())
+                    .filter(|(k, old)| fresh.get(*k).is_none_or(|new| new.resource_version != old.resource_version))
+                    .map(|(k, o)| o.change(k))
                     .collect();
-                changed.extend(fresh.iter().filter(|(k, _)| !inner.objects.contains_key(*k)).map(|(_, o)| o.clone()));
-                let mut by_tenant = HashMap::new();
-                for (key, obj) in &fresh {
-                    Self::index_insert(&mut by_tenant, obj, key);
+                changed.extend(fresh.iter().filter(|(k, _)| !inner.objects.contains_key(*k)).map(|(k, o)| o.change(k)));
+                let mut by_tenant: HashMap<String, BTreeSet<Key>> = HashMap::new();
+                for (key, entry) in &fresh {
+                    if let Some(t) = entry.tenant.as_deref() {
+                        by_tenant.entry(t.to_string()).or_default().insert(key.clone());
+                    }
                 }
                 inner.objects = fresh;
                 inner.by_tenant = by_tenant;
@@ -247,25 +340,18 @@ where
             let is_delete = matches!(event, watcher::Event::Delete(_));
             // The first object is the one the event carries; a second one is
             // the version it replaced (relabelled away from another tenant).
-            for (i, obj) in self.apply(event).into_iter().enumerate() {
-                let labels = obj.labels();
-                let key = ObjectKey {
-                    kind: self.kind,
-                    namespace: obj.meta().namespace.clone(),
-                    name: obj.meta().name.clone().unwrap_or_default(),
-                };
+            for (i, change) in self.apply(event).into_iter().enumerate() {
+                let key = ObjectKey { kind: self.kind, namespace: change.namespace, name: change.name };
                 // Only the new version can be the echo of our own write: the
                 // replaced one carries an older resourceVersion, which may match
                 // a write of ours whose echo arrived before we recorded it.
-                if i == 0 && !is_delete && triggers.own_writes.is_echo(&key, obj.meta().resource_version.as_deref()) {
+                if i == 0 && !is_delete && triggers.own_writes.is_echo(&key, change.resource_version.as_deref()) {
                     break;
                 }
-                if labels.get(LABEL_SHARED).is_some_and(|v| v == "true")
-                    && labels.get(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGED_BY)
-                {
+                if change.shared {
                     let _ = triggers.shared.unbounded_send(());
-                } else if let Some(tenant) = tenant_of(labels) {
-                    let _ = triggers.tenants.unbounded_send(ObjectRef::new(tenant));
+                } else if let Some(tenant) = change.tenant {
+                    let _ = triggers.tenants.unbounded_send(ObjectRef::new(&tenant));
                 }
             }
         }

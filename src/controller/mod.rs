@@ -1,5 +1,6 @@
 //! The Tenant controller: watch, plan, apply, prune, report.
 
+pub mod activity;
 pub mod apply;
 pub mod cache;
 pub mod diff;
@@ -111,10 +112,6 @@ pub struct Caches {
     pub secrets: Arc<Cache<Secret>>,
 }
 
-fn json<K: serde::Serialize>(obj: &K) -> Option<serde_json::Value> {
-    serde_json::to_value(obj).ok()
-}
-
 impl Caches {
     fn new() -> Self {
         Self {
@@ -130,36 +127,48 @@ impl Caches {
         }
     }
 
-    /// The cached object for `key`, as JSON.
+    /// The cached object for `key`, as JSON (without identity and version fields).
     pub fn observed(&self, key: &ObjectKey) -> Option<serde_json::Value> {
         let ns = key.namespace.as_deref();
         let name = key.name.as_str();
         match key.kind {
-            Kind::Namespace => self.namespaces.get(None, name).and_then(|o| json(&o.metadata)),
-            Kind::ServiceAccount => self.service_accounts.get(ns, name).and_then(|o| json(&*o)),
-            Kind::NetworkPolicy => self.network_policies.get(ns, name).and_then(|o| json(&*o)),
-            Kind::ResourceQuota => self.resource_quotas.get(ns, name).and_then(|o| json(&*o)),
-            Kind::LimitRange => self.limit_ranges.get(ns, name).and_then(|o| json(&*o)),
-            Kind::RoleBinding => self.role_bindings.get(ns, name).and_then(|o| json(&*o)),
-            Kind::ClusterRole => self.cluster_roles.get(None, name).and_then(|o| json(&*o)),
-            Kind::ClusterRoleBinding => self.cluster_role_bindings.get(None, name).and_then(|o| json(&*o)),
-            Kind::Secret => self.secrets.get(ns, name).and_then(|o| json(&*o)),
+            // The namespace cache holds metadata only.
+            Kind::Namespace => {
+                self.namespaces.json(None, name).and_then(|mut v| v.get_mut("metadata").map(std::mem::take))
+            }
+            Kind::ServiceAccount => self.service_accounts.json(ns, name),
+            Kind::NetworkPolicy => self.network_policies.json(ns, name),
+            Kind::ResourceQuota => self.resource_quotas.json(ns, name),
+            Kind::LimitRange => self.limit_ranges.json(ns, name),
+            Kind::RoleBinding => self.role_bindings.json(ns, name),
+            Kind::ClusterRole => self.cluster_roles.json(None, name),
+            Kind::ClusterRoleBinding => self.cluster_role_bindings.json(None, name),
+            Kind::Secret => self.secrets.json(ns, name),
         }
     }
 
     /// The cached resourceVersion of `key`, if cached.
     pub fn resource_version(&self, key: &ObjectKey) -> Option<String> {
-        let value = self.observed(key)?;
-        // The namespace cache holds metadata only.
-        let meta = if key.kind == Kind::Namespace { &value } else { value.get("metadata")? };
-        meta.get("resourceVersion")?.as_str().map(str::to_string)
+        let ns = key.namespace.as_deref();
+        let name = key.name.as_str();
+        match key.kind {
+            Kind::Namespace => self.namespaces.resource_version(None, name),
+            Kind::ServiceAccount => self.service_accounts.resource_version(ns, name),
+            Kind::NetworkPolicy => self.network_policies.resource_version(ns, name),
+            Kind::ResourceQuota => self.resource_quotas.resource_version(ns, name),
+            Kind::LimitRange => self.limit_ranges.resource_version(ns, name),
+            Kind::RoleBinding => self.role_bindings.resource_version(ns, name),
+            Kind::ClusterRole => self.cluster_roles.resource_version(None, name),
+            Kind::ClusterRoleBinding => self.cluster_role_bindings.resource_version(None, name),
+            Kind::Secret => self.secrets.resource_version(ns, name),
+        }
     }
 
     /// Every object bulkhead still manages for `tenant` (released objects excluded).
     pub fn owned(&self, tenant: &str) -> Vec<ObjectKey> {
         fn keys<K>(kind: Kind, cache: &Cache<K>, tenant: &str, out: &mut Vec<ObjectKey>)
         where
-            K: kube::Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+            K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + DeserializeOwned + Send + Sync + 'static,
         {
             for obj in cache.of_tenant(tenant) {
                 let meta = obj.meta();
@@ -216,6 +225,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics of this process.
     pub metrics: Arc<Metrics>,
+    /// Reconciles in flight, for background work that must yield to them.
+    pub activity: activity::Activity,
 }
 
 impl Context {
@@ -232,7 +243,14 @@ impl Context {
 
 fn spawn_cache<K>(client: &Client, cache: &Arc<Cache<K>>, selector: Option<&str>, page_size: u32, triggers: &Triggers)
 where
-    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let mut cfg = watcher::Config::default().page_size(page_size);
     if let Some(s) = selector {
@@ -285,8 +303,15 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         Reporter { controller: "bulkhead".into(), instance: Some(options.instance.clone()) },
     );
     let metrics = options.metrics.clone();
-    let ctx =
-        Arc::new(Context { client: client.clone(), options: options.clone(), caches, own_writes, recorder, metrics });
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        options: options.clone(),
+        caches,
+        own_writes,
+        recorder,
+        metrics,
+        activity: Default::default(),
+    });
 
     // Every replica keeps its caches warm (fast takeover, readiness); only the
     // leader reconciles. Each leadership term starts with a full list of the
@@ -317,6 +342,19 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     Ok(())
 }
 
+/// What a Tenant asks for: spec (generation), labels, annotations (key
+/// rotation, regeneration), finalizers and deletion. Status writes (ours, on
+/// every convergence, and the verifier's) change none of it, so they do not
+/// trigger a reconcile that would only find nothing to do.
+fn intent(tenant: &Tenant) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = &tenant.metadata;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (meta.generation, &meta.labels, &meta.annotations, &meta.finalizers, meta.deletion_timestamp.is_some())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 /// One leadership term: the profile ClusterRoles and the Tenant controller, until shutdown.
 async fn lead(
     ctx: Arc<Context>,
@@ -337,7 +375,15 @@ async fn lead(
     if let Some(selector) = &options.tenant_selector {
         tenant_watch = tenant_watch.labels(selector);
     }
-    let controller = Controller::new(tenants, tenant_watch)
+    // managedFields are the bulk of a Tenant and never read: the store keeps Tenants without them.
+    let (store, writer) = kube::runtime::reflector::store();
+    let tenant_stream = watcher(tenants, tenant_watch)
+        .default_backoff()
+        .modify(|t: &mut Tenant| t.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(intent, Default::default());
+    let controller = Controller::for_stream(tenant_stream, store)
         .with_config(controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(50)))
         .reconcile_on(shared_stream(tenant_rx))
         .graceful_shutdown_on(options.shutdown.signalled())

@@ -30,6 +30,7 @@ use super::{Context, Error, finalize, prune};
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!("reconcile", tenant = %tenant.name_any());
     let started = std::time::Instant::now();
+    let _busy = ctx.activity.busy();
     let result = async {
         if tenant.meta().deletion_timestamp.is_some() {
             return finalize::finalize(&tenant, &ctx).await;

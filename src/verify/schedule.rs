@@ -25,6 +25,9 @@ use crate::telemetry::security::Action;
 
 use super::{ClusterView, Settings, Status, TenantReport, Verifier, checks};
 
+/// How long the reconciler must have been idle before a tenant is verified.
+const QUIET: Duration = Duration::from_secs(5);
+
 /// The condition type this task owns.
 pub const CONDITION: &str = "IsolationVerified";
 
@@ -277,6 +280,9 @@ pub async fn run(ctx: Arc<Context>) {
             tokio::time::sleep_until(at.min(next_list)).await;
             continue;
         }
+        // Verification yields to convergence: it competes for the same
+        // apiserver, and a cluster being written would only show transients.
+        ctx.activity.quiet_for(QUIET).await;
         if view.as_ref().is_none_or(|v| v.fetched_at.elapsed() >= view_max_age) {
             match verifier.cluster_view().await {
                 Ok(v) => view = Some(v),

@@ -41,16 +41,20 @@ pub fn held_namespaces(tenant: &Tenant) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Lists every object of a kind, page by page.
+/// Lists every object of a kind, page by page, without managedFields (most
+/// of each object's size; no check reads them, and a view is kept for minutes).
 pub(crate) async fn list_all<K>(api: &Api<K>, params: &ListParams) -> Result<Vec<K>, kube::Error>
 where
-    K: Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let mut out = Vec::new();
     let mut params = params.clone().limit(500);
     loop {
         let page: ObjectList<K> = api.list(&params).await?;
-        out.extend(page.items);
+        out.extend(page.items.into_iter().map(|mut o| {
+            o.meta_mut().managed_fields = None;
+            o
+        }));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(out),
