@@ -451,22 +451,40 @@ impl Siem {
     }
 }
 
+/// A sidecar shipping to `siem` with its bearer token, retrying fast, plus `extra` flags.
+fn sidecar_to(root: &Path, keys: &Path, siem: &Siem, extra: &[&str]) -> Sidecar {
+    let token = root.join("siem-token");
+    std::fs::write(&token, "Bearer siem-token\n").unwrap();
+    let sink = format!("http://{}/ingest", siem.addr);
+    let header = format!("Authorization={}", token.display());
+    let mut args =
+        vec!["--sink", &sink, "--sink-header-file", &header, "--retry-initial", "50ms", "--retry-max", "300ms"];
+    args.extend_from_slice(extra);
+    Sidecar::start(root, keys, &args)
+}
+
+/// Checks that the SIEM holds records 1..=n once each, in order, and that they verify; the verifier's output.
+fn assert_delivered(siem: &Siem, root: &Path, keys: &Path, n: u64) -> Output {
+    let distinct = siem.by_seq();
+    assert_eq!(distinct.keys().copied().collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>());
+    for (seq, line) in &distinct {
+        assert_eq!(field(line, "record")["n"].as_u64(), Some(*seq), "records keep their order");
+    }
+    let path = root.join("siem.jsonl");
+    std::fs::write(&path, distinct.values().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let ok = verify(&path, Some(keys));
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    ok
+}
+
 #[test]
 fn a_siem_that_stops_and_restarts_mid_stream_gets_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let keys = key_dir(root, "keys", &[("k1", 1)], "k1");
-    let token = root.join("siem-token");
-    std::fs::write(&token, "Bearer siem-token\n").unwrap();
     let mut siem = Siem::new(free_port());
     siem.start();
-    let sink = format!("http://{}/ingest", siem.addr);
-    let header = format!("Authorization={}", token.display());
-    let sidecar = Sidecar::start(
-        root,
-        &keys,
-        &["--sink", &sink, "--sink-header-file", &header, "--retry-initial", "50ms", "--retry-max", "300ms"],
-    );
+    let sidecar = sidecar_to(root, &keys, &siem, &[]);
 
     for n in 1..=20 {
         assert_eq!(sidecar.post(&format!("{{\"n\":{n}}}")).0, 200);
@@ -486,22 +504,13 @@ fn a_siem_that_stops_and_restarts_mid_stream_gets_every_record() {
     siem.start();
     wait_until("all 50 records at the SIEM", || siem.by_seq().len() >= 50);
 
-    let distinct = siem.by_seq();
-    assert_eq!(distinct.keys().copied().collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
-    for (seq, line) in &distinct {
-        assert_eq!(field(line, "record")["n"].as_u64(), Some(*seq), "records keep their order");
-    }
+    let ok = assert_delivered(&siem, root, &keys, 50);
     let all = siem.lines();
     assert!(all.len() > 50, "the lost answer should have caused byte-identical duplicates");
     // Duplicates are whole re-sent batches, so first arrivals are in seq order.
     let mut seen = std::collections::BTreeSet::new();
     let firsts: Vec<u64> = all.iter().map(|l| field(l, "seq").as_u64().unwrap()).filter(|s| seen.insert(*s)).collect();
     assert_eq!(firsts, (1..=50).collect::<Vec<_>>());
-
-    let path = root.join("siem.jsonl");
-    std::fs::write(&path, distinct.values().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    let ok = verify(&path, Some(&keys));
-    assert!(ok.status.success(), "{}", text(&ok.stderr));
     assert!(text(&ok.stdout).starts_with("OK: 50 records"));
     let metrics = request(sidecar.addr, "GET", "/metrics", "").unwrap().1;
     assert!(metrics.contains("bulkhead_audit_delivered_lines_total"), "{metrics}");
@@ -514,30 +523,11 @@ fn a_siem_slower_than_the_sink_timeout_gets_every_record_once_it_answers() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let keys = key_dir(root, "keys", &[("k1", 1)], "k1");
-    let token = root.join("siem-token");
-    std::fs::write(&token, "Bearer siem-token\n").unwrap();
     let mut siem = Siem::new(free_port());
     // Three answers come after 2 s, well past the sidecar's 300 ms timeout.
     *siem.slow_answers.lock().unwrap() = (3, Duration::from_secs(2));
     siem.start();
-    let sink = format!("http://{}/ingest", siem.addr);
-    let header = format!("Authorization={}", token.display());
-    let sidecar = Sidecar::start(
-        root,
-        &keys,
-        &[
-            "--sink",
-            &sink,
-            "--sink-header-file",
-            &header,
-            "--sink-timeout",
-            "300ms",
-            "--retry-initial",
-            "50ms",
-            "--retry-max",
-            "300ms",
-        ],
-    );
+    let sidecar = sidecar_to(root, &keys, &siem, &["--sink-timeout", "300ms"]);
     for n in 1..=20 {
         assert_eq!(sidecar.post(&format!("{{\"n\":{n}}}")).0, 200, "a slow SIEM never blocks the application");
     }
@@ -546,16 +536,7 @@ fn a_siem_slower_than_the_sink_timeout_gets_every_record_once_it_answers() {
     wait_until("the slow answers used up and all 20 records at the SIEM", || {
         siem.slow_answers.lock().unwrap().0 == 0 && siem.by_seq().len() >= 20
     });
-
-    let distinct = siem.by_seq();
-    assert_eq!(distinct.keys().copied().collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
-    for (seq, line) in &distinct {
-        assert_eq!(field(line, "record")["n"].as_u64(), Some(*seq), "records keep their order");
-    }
-    let path = root.join("siem.jsonl");
-    std::fs::write(&path, distinct.values().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    let ok = verify(&path, Some(&keys));
-    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_delivered(&siem, root, &keys, 20);
     drop(sidecar);
     siem.stop();
 }

@@ -260,7 +260,7 @@ impl Operator {
     pub fn metrics_addr(&self) -> Option<String> {
         let logs = self.logs();
         // The last one: after a restart the log holds every earlier process's (stale) address too.
-        let line = logs.lines().filter(|l| l.contains("operations server listening")).last()?;
+        let line = logs.lines().rev().find(|l| l.contains("operations server listening"))?;
         let tail = &line[line.find("addr=")? + 5..];
         let clean: String = tail.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
         (!clean.is_empty()).then_some(clean)
