@@ -290,6 +290,8 @@ struct Siem {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<String>>>,
     lose_next_answer: Arc<Mutex<bool>>,
+    /// Answers still to be held back this long after storing the batch (a SIEM slower than the sink timeout).
+    slow_answers: Arc<Mutex<(u32, Duration)>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     running: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
@@ -353,6 +355,7 @@ impl Siem {
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
             received: Arc::default(),
             lose_next_answer: Arc::default(),
+            slow_answers: Arc::default(),
             tls: None,
             running: None,
         }
@@ -367,11 +370,13 @@ impl Siem {
         use axum::http::{HeaderMap, StatusCode};
         let received = self.received.clone();
         let lose = self.lose_next_answer.clone();
+        let slow = self.slow_answers.clone();
         let app = axum::Router::new().route(
             "/ingest",
             axum::routing::post(move |headers: HeaderMap, body: String| {
                 let received = received.clone();
                 let lose = lose.clone();
+                let slow = slow.clone();
                 async move {
                     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer siem-token") {
                         return StatusCode::UNAUTHORIZED;
@@ -380,6 +385,16 @@ impl Siem {
                     // Stored, but the answer is "lost": the sidecar must send it again.
                     if std::mem::take(&mut *lose.lock().unwrap()) {
                         return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let delay = {
+                        let mut slow = slow.lock().unwrap();
+                        (slow.0 > 0).then(|| {
+                            slow.0 -= 1;
+                            slow.1
+                        })
+                    };
+                    if let Some(delay) = delay {
+                        tokio::time::sleep(delay).await;
                     }
                     StatusCode::OK
                 }
@@ -436,22 +451,40 @@ impl Siem {
     }
 }
 
+/// A sidecar shipping to `siem` with its bearer token, retrying fast, plus `extra` flags.
+fn sidecar_to(root: &Path, keys: &Path, siem: &Siem, extra: &[&str]) -> Sidecar {
+    let token = root.join("siem-token");
+    std::fs::write(&token, "Bearer siem-token\n").unwrap();
+    let sink = format!("http://{}/ingest", siem.addr);
+    let header = format!("Authorization={}", token.display());
+    let mut args =
+        vec!["--sink", &sink, "--sink-header-file", &header, "--retry-initial", "50ms", "--retry-max", "300ms"];
+    args.extend_from_slice(extra);
+    Sidecar::start(root, keys, &args)
+}
+
+/// Checks that the SIEM holds records 1..=n once each, in order, and that they verify; the verifier's output.
+fn assert_delivered(siem: &Siem, root: &Path, keys: &Path, n: u64) -> Output {
+    let distinct = siem.by_seq();
+    assert_eq!(distinct.keys().copied().collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>());
+    for (seq, line) in &distinct {
+        assert_eq!(field(line, "record")["n"].as_u64(), Some(*seq), "records keep their order");
+    }
+    let path = root.join("siem.jsonl");
+    std::fs::write(&path, distinct.values().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let ok = verify(&path, Some(keys));
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    ok
+}
+
 #[test]
 fn a_siem_that_stops_and_restarts_mid_stream_gets_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let keys = key_dir(root, "keys", &[("k1", 1)], "k1");
-    let token = root.join("siem-token");
-    std::fs::write(&token, "Bearer siem-token\n").unwrap();
     let mut siem = Siem::new(free_port());
     siem.start();
-    let sink = format!("http://{}/ingest", siem.addr);
-    let header = format!("Authorization={}", token.display());
-    let sidecar = Sidecar::start(
-        root,
-        &keys,
-        &["--sink", &sink, "--sink-header-file", &header, "--retry-initial", "50ms", "--retry-max", "300ms"],
-    );
+    let sidecar = sidecar_to(root, &keys, &siem, &[]);
 
     for n in 1..=20 {
         assert_eq!(sidecar.post(&format!("{{\"n\":{n}}}")).0, 200);
@@ -471,25 +504,39 @@ fn a_siem_that_stops_and_restarts_mid_stream_gets_every_record() {
     siem.start();
     wait_until("all 50 records at the SIEM", || siem.by_seq().len() >= 50);
 
-    let distinct = siem.by_seq();
-    assert_eq!(distinct.keys().copied().collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
-    for (seq, line) in &distinct {
-        assert_eq!(field(line, "record")["n"].as_u64(), Some(*seq), "records keep their order");
-    }
+    let ok = assert_delivered(&siem, root, &keys, 50);
     let all = siem.lines();
     assert!(all.len() > 50, "the lost answer should have caused byte-identical duplicates");
     // Duplicates are whole re-sent batches, so first arrivals are in seq order.
     let mut seen = std::collections::BTreeSet::new();
     let firsts: Vec<u64> = all.iter().map(|l| field(l, "seq").as_u64().unwrap()).filter(|s| seen.insert(*s)).collect();
     assert_eq!(firsts, (1..=50).collect::<Vec<_>>());
-
-    let path = root.join("siem.jsonl");
-    std::fs::write(&path, distinct.values().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    let ok = verify(&path, Some(&keys));
-    assert!(ok.status.success(), "{}", text(&ok.stderr));
     assert!(text(&ok.stdout).starts_with("OK: 50 records"));
     let metrics = request(sidecar.addr, "GET", "/metrics", "").unwrap().1;
     assert!(metrics.contains("bulkhead_audit_delivered_lines_total"), "{metrics}");
+    drop(sidecar);
+    siem.stop();
+}
+
+#[test]
+fn a_siem_slower_than_the_sink_timeout_gets_every_record_once_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let keys = key_dir(root, "keys", &[("k1", 1)], "k1");
+    let mut siem = Siem::new(free_port());
+    // Three answers come after 2 s, well past the sidecar's 300 ms timeout.
+    *siem.slow_answers.lock().unwrap() = (3, Duration::from_secs(2));
+    siem.start();
+    let sidecar = sidecar_to(root, &keys, &siem, &["--sink-timeout", "300ms"]);
+    for n in 1..=20 {
+        assert_eq!(sidecar.post(&format!("{{\"n\":{n}}}")).0, 200, "a slow SIEM never blocks the application");
+    }
+    wait_until("a logged sink timeout", || sidecar.stderr_text().contains("did not answer within"));
+    // Every slow answer was met with a retry, and the records all arrived.
+    wait_until("the slow answers used up and all 20 records at the SIEM", || {
+        siem.slow_answers.lock().unwrap().0 == 0 && siem.by_seq().len() >= 20
+    });
+    assert_delivered(&siem, root, &keys, 20);
     drop(sidecar);
     siem.stop();
 }

@@ -78,72 +78,12 @@ fn api_status(result: Result<impl std::fmt::Debug, kube::Error>) -> (u16, String
     }
 }
 
+/// Malformed Tenants are rejected by the corpus in tests/corpus/bad-tenants (run by tests/faults.rs).
 #[tokio::test]
-async fn crd_rejects_malformed_tenants_with_clear_messages() {
+async fn crd_fills_in_defaults_of_a_minimal_tenant() {
     let client = admin().await;
     install_crd(&client).await;
     let api: Api<Tenant> = Api::all(client.clone());
-    let cases: Vec<(&str, Value, &str)> = vec![
-        ("a-name-that-is-much-too-long-for-a-tenant", json!({"namespaces": [{"name": "a"}]}), "at most 30 characters"),
-        ("ok", json!({"namespaces": []}), "should have at least 1 items"),
-        ("ok", json!({"namespaces": [{"name": "Bad_Name"}]}), "spec.namespaces[0].name"),
-        ("ok", json!({"namespaces": [{"name": "a"}, {"name": "a"}]}), "Duplicate value"),
-        ("ok", json!({"namespaces": [{"name": "a", "labels": {"bulkhead.dev/tenant": "other"}}]}), "set by bulkhead"),
-        (
-            "ok",
-            json!({"namespaces": [{"name": "a"}], "network": {"egressTo": [{"cidr": "300.0.0.0/8"}]}}),
-            "valid CIDR",
-        ),
-        (
-            "ok",
-            json!({"namespaces": [{"name": "a"}], "network": {"egressTo": [{"cidr": "10.0.0.0/8", "namespaces": ["x"]}]}}),
-            "either namespaces or one cidr",
-        ),
-        (
-            "ok",
-            json!({"namespaces": [{"name": "a"}], "network": {"ingressFrom": [{"cidr": "10.0.0.0/8", "ports": [{"port": 70000}]}]}}),
-            "65535",
-        ),
-        (
-            "ok",
-            json!({"namespaces": [{"name": "a"}], "access": [{"kind": "User", "name": "u", "profile": "root"}]}),
-            "Unsupported value: \"root\"",
-        ),
-        (
-            "ok",
-            json!({"namespaces": [{"name": "a"}], "access": [{"kind": "ServiceAccount", "name": "ci", "namespace": "globex-a", "profile": "viewer"}]}),
-            "this tenant's own namespaces",
-        ),
-        (
-            "ok",
-            json!({"namespaces": [{"name": "a"}], "access": [{"kind": "ServiceAccount", "name": "ci", "profile": "viewer"}]}),
-            "namespace is required for ServiceAccount",
-        ),
-        (
-            "ok",
-            json!({"namespaces": [{"name": "a"}], "compliance": ["PCI-DSS"], "podSecurity": "baseline"}),
-            "PCI-DSS requires podSecurity: restricted",
-        ),
-        (
-            "ok",
-            json!({"namespaces": [{"name": "a"}], "compliance": ["GDPR"], "network": {"isolation": "None"}}),
-            "require network.isolation: Strict",
-        ),
-        ("ok", json!({"namespaces": [{"name": "a"}], "quota": {"hard": {"pods": "lots"}}}), "spec.quota.hard.pods"),
-    ];
-    // Untyped, so the apiserver (not serde) judges values the Rust types could not even hold.
-    let ar = kube::core::ApiResource::erase::<Tenant>(&());
-    let raw: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
-    for (name, spec, expected) in cases {
-        let body: kube::api::DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec
-        }))
-        .unwrap_or_else(|e| panic!("{spec}: {e}"));
-        let (code, message) = api_status(raw.create(&dry(), &body).await);
-        assert_eq!(code, 422, "{spec} should be rejected, got {code} {message}");
-        assert!(message.contains(expected), "{spec}: message {message:?} should mention {expected:?}");
-    }
-    // And a good one passes, with defaults filled in by the schema.
     let good: Tenant = serde_json::from_value(json!({
         "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": unique("ok")},
         "spec": {"namespaces": [{"name": "a"}]}

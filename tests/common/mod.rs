@@ -259,7 +259,8 @@ impl Operator {
     /// The address of the operator's metrics/probe server, once it has logged it.
     pub fn metrics_addr(&self) -> Option<String> {
         let logs = self.logs();
-        let line = logs.lines().find(|l| l.contains("operations server listening"))?;
+        // The last one: after a restart the log holds every earlier process's (stale) address too.
+        let line = logs.lines().rev().find(|l| l.contains("operations server listening"))?;
         let tail = &line[line.find("addr=")? + 5..];
         let clean: String = tail.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
         (!clean.is_empty()).then_some(clean)
@@ -274,6 +275,32 @@ impl Operator {
     pub async fn metric(&self, metric: &str) -> Option<f64> {
         let (status, body) = self.http_get("/metrics").await?;
         (status == 200).then(|| metric_sum(&body, metric))
+    }
+
+    /// Whether the operator process is still alive (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits until `bulkhead_api_writes_total` has not moved for `quiet` (polled every 250 ms),
+    /// panicking after `timeout`; the settled value.
+    pub async fn settled_writes(&self, quiet: Duration, timeout: Duration) -> f64 {
+        let start = Instant::now();
+        let mut last: Option<(f64, Instant)> = None;
+        loop {
+            let now = Instant::now();
+            match (self.metric("bulkhead_api_writes_total").await, last) {
+                (Some(v), Some((prev, since))) if v == prev => {
+                    if now.duration_since(since) >= quiet {
+                        return v;
+                    }
+                }
+                (Some(v), _) => last = Some((v, now)),
+                (None, _) => last = None,
+            }
+            assert!(start.elapsed() < timeout, "the operator's writes did not settle within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Sends SIGTERM and waits (at most `timeout`) for the process to exit; its exit status.
