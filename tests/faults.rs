@@ -480,6 +480,12 @@ async fn wait_first_write(op: &Operator) {
     .await;
 }
 
+/// The operator's write counter, one line per kind and verb (for failure messages).
+async fn writes_by_kind(op: &Operator) -> String {
+    let (_, text) = op.http_get("/metrics").await.unwrap_or_default();
+    text.lines().filter(|l| l.starts_with("bulkhead_api_writes_total{")).collect::<Vec<_>>().join("\n")
+}
+
 /// Warning and error lines of a text-format operator log.
 fn problems(log: &str) -> Vec<&str> {
     log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect()
@@ -514,11 +520,14 @@ async fn an_apiserver_restart_mid_convergence_is_survived_without_an_error_loop(
     assert!(op.is_running(), "the operator exited after the apiserver came back:\n{}", op.logs());
     let settled = op.settled_writes(Duration::from_secs(2), CONVERGE).await;
     let log_at_rest = op.logs().len();
+    let writes_at_rest = writes_by_kind(&op).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
         op.metric("bulkhead_api_writes_total").await,
         Some(settled),
-        "the operator kept writing after every tenant converged"
+        "the operator kept writing after every tenant converged; writes by kind and verb before:\n{writes_at_rest}\nafter:\n{}\nlog since:\n{}",
+        writes_by_kind(&op).await,
+        &op.logs()[log_at_rest..]
     );
     let logs = op.logs();
     let after = problems(&logs[log_at_rest..]);

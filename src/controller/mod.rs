@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod apply;
+pub mod backoff;
 pub mod cache;
 pub mod diff;
 pub mod error;
@@ -256,7 +257,7 @@ where
     if let Some(s) = selector {
         cfg = cfg.labels(s);
     }
-    let stream = watcher(Api::<K>::all(client.clone()), cfg).default_backoff();
+    let stream = watcher(Api::<K>::all(client.clone()), cfg).backoff(backoff::WatchBackoff::default());
     tokio::spawn(cache.clone().run(stream, triggers.clone()));
 }
 
@@ -282,7 +283,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
 
     let ns_stream =
         watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default().page_size(page))
-            .default_backoff();
+            .backoff(backoff::WatchBackoff::default());
     tokio::spawn(caches.namespaces.clone().run(ns_stream, triggers.clone()));
     spawn_cache(&client, &caches.service_accounts, Some(&managed), page, &triggers);
     spawn_cache(&client, &caches.network_policies, Some(&managed), page, &triggers);
@@ -378,7 +379,7 @@ async fn lead(
     // managedFields are the bulk of a Tenant and never read: the store keeps Tenants without them.
     let (store, writer) = kube::runtime::reflector::store();
     let tenant_stream = watcher(tenants, tenant_watch)
-        .default_backoff()
+        .backoff(backoff::WatchBackoff::default())
         .modify(|t: &mut Tenant| t.metadata.managed_fields = None)
         .reflect(writer)
         .applied_objects()

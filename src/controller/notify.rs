@@ -1,5 +1,6 @@
 //! Kubernetes Events on the Tenant and security event lines.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType};
 
@@ -16,12 +17,40 @@ pub fn object_ref(key: &ObjectKey) -> ObjectRef {
 
 /// Publishes a Kubernetes Event on the Tenant; failures are logged, never fatal.
 pub async fn event(ctx: &Context, tenant: &Tenant, warning: bool, reason: &str, action: &str, note: String) {
+    about(ctx, tenant, None, warning, reason, action, note).await
+}
+
+/// The Kubernetes reference of a managed object.
+fn reference(key: &ObjectKey) -> ObjectReference {
+    let ar = key.kind.api_resource();
+    ObjectReference {
+        api_version: Some(ar.api_version),
+        kind: Some(ar.kind),
+        namespace: key.namespace.clone(),
+        name: Some(key.name.clone()),
+        ..Default::default()
+    }
+}
+
+/// Publishes an Event on the Tenant about one of its objects. The object is
+/// the Event's `related` reference: the recorder folds repeats into one
+/// Event's series by tenant, reason and related object, so without it a
+/// second repaired object would only bump the first one's count.
+async fn about(
+    ctx: &Context,
+    tenant: &Tenant,
+    object: Option<&ObjectKey>,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let ev = Event {
         type_: if warning { EventType::Warning } else { EventType::Normal },
         reason: reason.into(),
         note: Some(note),
         action: action.into(),
-        secondary: None,
+        secondary: object.map(reference),
     };
     ctx.metrics.api_write("Event", "create");
     if let Err(e) = ctx.recorder.publish(&ev, &tenant.object_ref(&())).await {
@@ -51,7 +80,7 @@ pub async fn security(
     );
     let event_reason =
         serde_json::to_value(action).ok().and_then(|v| v.as_str().map(pascal)).unwrap_or_else(|| reason.to_string());
-    event(ctx, tenant, warning, &event_reason, reason, message).await;
+    about(ctx, tenant, object, warning, &event_reason, reason, message).await;
 }
 
 /// "drift-repaired" → "DriftRepaired".

@@ -61,11 +61,22 @@ async fn ensure_finalizer(tenant: &Tenant, ctx: &Context) -> Result<(), Error> {
     // The resourceVersion makes this a compare-and-swap: a concurrent change fails it and we retry.
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version()}});
     ctx.metrics.api_write("Tenant", "patch");
-    Api::<Tenant>::all(ctx.client.clone())
-        .patch(&tenant.name_any(), &field_manager(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| Error::api_named("add finalizer to", format!("Tenant {}", tenant.name_any()), e))?;
-    Ok(())
+    let api = Api::<Tenant>::all(ctx.client.clone());
+    let name = tenant.name_any();
+    match api.patch(&name, &field_manager(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // Our copy is older than the cluster's (the watch lags, e.g. after an
+        // apiserver restart): if the finalizer is already there, go on.
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let fresh = api.get(&name).await.map_err(|e| Error::api_named("read", format!("Tenant {name}"), e))?;
+            if fresh.finalizers().iter().any(|f| f == FINALIZER) {
+                Ok(())
+            } else {
+                Err(Error::api_named("add finalizer to", format!("Tenant {name}"), kube::Error::Api(status)))
+            }
+        }
+        Err(e) => Err(Error::api_named("add finalizer to", format!("Tenant {name}"), e)),
+    }
 }
 
 /// Plans the tenant without the namespaces it may not hold, and reports each namespace's phase.
