@@ -2,7 +2,8 @@
 //! `e2e/tools`), the rendered chart applied server-side to the real control
 //! plane, and the operator run with exactly the chart's RBAC (impersonating
 //! its ServiceAccount) converging and erasing a Tenant that uses every
-//! feature, while SubjectAccessReviews show what that RBAC must never allow.
+//! feature, with its continuous verification in full review mode, while
+//! SubjectAccessReviews show what that RBAC must never allow.
 
 mod common;
 
@@ -16,7 +17,7 @@ use common::*;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
@@ -186,6 +187,41 @@ async fn apply_docs(client: &Client, docs: &[Value], namespace: &str) {
     }
 }
 
+fn isolation_verified(t: &bulkhead::api::Tenant) -> Option<(String, String, String)> {
+    let c = t.status.as_ref()?.conditions.iter().find(|c| c.type_ == bulkhead::verify::schedule::CONDITION)?;
+    (c.observed_generation == t.metadata.generation).then(|| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// The operator's own verification, with only the chart's RBAC, runs the access-review checks: a
+/// cluster-wide grant to a tenant subject, which only a SubjectAccessReview can see, fails the
+/// condition (without the review rule those checks are "not applicable" and it would stay True).
+async fn verification_reviews_access_under_the_charts_rbac(admin: &Client, tenant: &str) {
+    let passed = |t: &bulkhead::api::Tenant| isolation_verified(t).filter(|(status, ..)| status == "True");
+    let (_, reason, message) = wait_tenant(admin, tenant, "IsolationVerified=True", WAIT, passed).await;
+    assert_eq!(reason, "ChecksPassed", "{message}");
+    let grant = format!("{tenant}-wide-view");
+    let crbs: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": grant},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": format!("viewer@{tenant}.example")}]});
+    crbs.patch(&grant, &PatchParams::apply("bulkhead-helm-test"), &Patch::Apply(&binding))
+        .await
+        .expect("a cluster-wide grant to the tenant's viewer");
+    let failing = |t: &bulkhead::api::Tenant| isolation_verified(t).filter(|(status, ..)| status == "False");
+    let found = wait_tenant(admin, tenant, "IsolationVerified=False by an access review", WAIT, failing).await;
+    crbs.delete(&grant, &DeleteParams::default()).await.expect("grant removed");
+    let (_, reason, message) = found;
+    assert_eq!(reason, "ChecksFailed", "{message}");
+    let failing = bulkhead::verify::schedule::failing_in(&message);
+    use bulkhead::verify::checks::{CLUSTER_RESOURCES, PROFILE_RIGHTS};
+    assert!(
+        failing.contains(CLUSTER_RESOURCES) && failing.contains(PROFILE_RIGHTS),
+        "the review checks found the grant: {message}"
+    );
+    wait_tenant(admin, tenant, "IsolationVerified=True again", WAIT, passed).await;
+}
+
 /// A kubeconfig with the admin's credentials that impersonates the ServiceAccount: the apiserver's RBAC decides.
 fn impersonating_kubeconfig(namespace: &str, sa: &str, path: &std::path::Path) {
     let mut kc = Kubeconfig::read_from(kubeconfig_path()).expect("admin kubeconfig");
@@ -286,13 +322,16 @@ async fn chart_applies_and_its_rbac_is_sufficient_and_minimal() {
         "4",
         "--lease-renew-margin",
         "2",
+        // Continuous verification within seconds, not the default hour.
+        "--verify-interval",
+        "4s",
     ];
     let op = Operator::start_replica_with(&shard, "sa", &args, &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8"))]);
 
     // A Tenant with every feature, then drift, then erasure (deletionPolicy Delete).
     let name = format!("{ns}t");
     let tenant = tenant_from(
-        r#"
+        &r#"
 metadata: {name: x}
 spec:
   displayName: Every feature
@@ -304,7 +343,7 @@ spec:
     egressTo: [{cidr: 203.0.113.0/24, ports: [{port: 443, protocol: TCP}]}]
   podSecurity: restricted
   quota:
-    hard: {requests.cpu: "2", pods: "10"}
+    hard: {requests.cpu: "2", requests.memory: 2Gi, requests.ephemeral-storage: 4Gi, pods: "10"}
     tenantHard: {requests.cpu: "3"}
   limits:
     default: {cpu: 500m, memory: 256Mi}
@@ -318,7 +357,9 @@ spec:
     generated: [{name: crm-db, keys: [password, user]}]
   compliance: [GDPR]
   deletionPolicy: Delete
-"#,
+"#
+        // Subjects of this run only: a leftover tenant of a failed run must not share them (other-tenant checks).
+        .replace("every.example", &format!("{name}.example")),
         &name,
         &shard,
     );
@@ -341,6 +382,8 @@ spec:
         .spec
         .and_then(|s| s.holder_identity);
     assert!(holder.is_some(), "the operator holds the Lease in its namespace");
+
+    verification_reviews_access_under_the_charts_rbac(&admin, &name).await;
 
     let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &format!("{name}-agents"));
     policies.delete("bulkhead-default-deny", &DeleteParams::default()).await.expect("delete a managed policy");
@@ -383,6 +426,7 @@ spec:
         ask("update", "", "secrets", Some(&ns), Some("bulkhead-keys-any")),
         ask("patch", "coordination.k8s.io", "leases", Some(&ns), Some(lease)),
         ask("create", "events.k8s.io", "events", Some("default"), None),
+        ask("create", "authorization.k8s.io", "subjectaccessreviews", None, None),
     ];
     for a in &must {
         assert!(allowed(&admin, &user, &groups, a).await, "the operator needs {} {}", a.verb, a.resource);
@@ -394,6 +438,8 @@ spec:
         ask("bind", "rbac.authorization.k8s.io", "clusterroles", None, Some("admin")),
         ask("impersonate", "", "users", None, None),
         ask("impersonate", "", "serviceaccounts", None, None),
+        // Access reviews, not token reviews: it asks what a subject may do, never who a token is.
+        ask("create", "authentication.k8s.io", "tokenreviews", None, None),
         // No workloads, no exec, no tokens: the operator never runs anything in a tenant.
         ask("create", "", "pods", Some("kube-system"), None),
         ask("create", "", "pods/exec", Some("kube-system"), None),

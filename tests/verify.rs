@@ -174,8 +174,8 @@ async fn a_healthy_tenant_passes_every_applicable_check_in_every_format() {
     }
     assert_eq!(report["passed"], true);
 
-    // The controller's least-privilege mode: only list (no get, no reviews, no impersonation),
-    // as the Helm chart grants. Object controls still compare exactly; the rest is not applicable.
+    // Least privilege: only list (no get, no reviews, no impersonation), as with RBAC narrower than the
+    // Helm chart's (which adds reviews: tests/helm.rs). Object controls still compare exactly; the rest is not applicable.
     least_privilege_view_still_proves_the_object_controls(&client, &a).await;
 
     // Table: the summary line; Markdown: a report for people; JUnit: well-formed XML.

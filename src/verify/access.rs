@@ -433,8 +433,25 @@ fn prober(ids: &[Identity]) -> Option<&Identity> {
 
 const PROBE: &str = "bulkhead-verify-probe";
 
+/// Where the probe pods' image lives when the tenant allows any registry.
+const PROBE_IMAGE: &str = "registry.invalid/bulkhead/verify-probe:1";
+
+/// The probe image, under the tenant's first allowed registry when it restricts
+/// them: otherwise the image rule would refuse even the compliant pod.
+fn probe_image(tenant: &crate::api::Tenant) -> String {
+    let allowed = tenant.spec.images.as_ref().map(|i| i.allowed_registries.as_slice()).unwrap_or_default();
+    let Some(prefix) = allowed.first() else {
+        return PROBE_IMAGE.to_string();
+    };
+    let prefix = prefix.trim().to_ascii_lowercase();
+    let sep = if prefix.ends_with('/') { "" } else { "/" };
+    let image = format!("{prefix}{sep}bulkhead/verify-probe:1");
+    // A prefix no image under it can match (a short Docker Hub name) leaves the default: the control pod then says so.
+    if crate::admission::images::matches(&image, &prefix) { image } else { PROBE_IMAGE.to_string() }
+}
+
 /// A pod Pod Security `restricted` admits, within any sane quota: every probe changes exactly one thing.
-fn compliant_pod() -> Value {
+fn compliant_pod(image: &str) -> Value {
     let tiny = json!({"cpu": "1m", "memory": "4Mi", "ephemeral-storage": "1Mi"});
     json!({
         "apiVersion": "v1",
@@ -445,7 +462,7 @@ fn compliant_pod() -> Value {
             "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
                 "name": "probe",
-                "image": "registry.invalid/bulkhead/verify-probe:1",
+                "image": image,
                 "imagePullPolicy": "Always",
                 "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
                 "resources": {"requests": tiny, "limits": tiny}
@@ -549,6 +566,8 @@ async fn admission_probes(ctx: &Ctx<'_>, ids: &[Identity]) -> Vec<CheckResult> {
         |w| w.label.clone(),
     );
     let probes = pod_probes();
+    let image = probe_image(&ctx.facts.tenant);
+    let control = || compliant_pod(&image);
     let mut by_check: BTreeMap<&str, Vec<Evidence>> = BTreeMap::new();
     let mut nodeport = Vec::new();
     let mut pull = Vec::new();
@@ -557,7 +576,7 @@ async fn admission_probes(ctx: &Ctx<'_>, ids: &[Identity]) -> Vec<CheckResult> {
     for ns in ctx.facts.namespaces() {
         let path = pods_path(ns);
         // The control pod must be admitted, or no refusal below proves anything.
-        match dry_run(ctx.client, who, &path, &compliant_pod()).await {
+        match dry_run(ctx.client, who, &path, &control()).await {
             Ok(DryRun::Accepted(_)) => {}
             Ok(refused) => {
                 inconclusive.push(format!(
@@ -572,7 +591,7 @@ async fn admission_probes(ctx: &Ctx<'_>, ids: &[Identity]) -> Vec<CheckResult> {
             }
         }
         for (id, what, mutate, words) in &probes {
-            let mut pod = compliant_pod();
+            let mut pod = control();
             mutate(&mut pod);
             let request = format!("dry-run create Pod {ns}/{PROBE}: {what}");
             match dry_run(ctx.client, who, &path, &pod).await {
@@ -615,7 +634,7 @@ async fn admission_probes(ctx: &Ctx<'_>, ids: &[Identity]) -> Vec<CheckResult> {
                 inconclusive.push(format!("in {ns} even a ClusterIP Service is refused ({})", refused.text()))
             }
         }
-        let mut lazy = compliant_pod();
+        let mut lazy = control();
         lazy["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
         match dry_run(ctx.client, who, &path, &lazy).await {
             Ok(answer) => {
@@ -863,7 +882,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Vec<CheckResult> {
         CheckResult::not_applicable(
             id,
             format!(
-                "the verifier {what} (the operator's least-privilege RBAC does not grant it): `bulkhead verify` run with an auditor's credentials performs this check"
+                "the verifier {what} (its RBAC does not grant it): `bulkhead verify` run with an auditor's credentials performs this check"
             ),
         )
     };
@@ -928,9 +947,31 @@ mod tests {
     #[test]
     fn every_probe_changes_the_compliant_pod() {
         for (_, what, mutate, _) in pod_probes() {
-            let mut p = compliant_pod();
+            let mut p = compliant_pod(PROBE_IMAGE);
             mutate(&mut p);
-            assert_ne!(p, compliant_pod(), "{what}");
+            assert_ne!(p, compliant_pod(PROBE_IMAGE), "{what}");
         }
+    }
+
+    #[test]
+    fn the_probe_image_is_one_the_tenant_allows() {
+        let tenant = |registries: serde_json::Value| {
+            let spec = json!({"namespaces": [{"name": "a"}], "images": {"allowedRegistries": registries}});
+            crate::api::Tenant::new("acme", serde_json::from_value(spec).unwrap())
+        };
+        assert_eq!(probe_image(&tenant(json!([]))), PROBE_IMAGE);
+        assert_eq!(
+            probe_image(&tenant(json!(["registry.acme.example/"]))),
+            "registry.acme.example/bulkhead/verify-probe:1"
+        );
+        assert_eq!(
+            probe_image(&tenant(json!(["registry.acme.example/team"]))),
+            "registry.acme.example/team/bulkhead/verify-probe:1"
+        );
+        for allowed in [json!(["registry.acme.example/"]), json!(["registry.acme.example/team", "other.example/"])] {
+            let t = tenant(allowed.clone());
+            assert!(crate::admission::images::matches(&probe_image(&t), allowed[0].as_str().unwrap()), "{allowed}");
+        }
+        assert_eq!(probe_image(&tenant(json!(["nginx"]))), PROBE_IMAGE, "no image under a short Hub name");
     }
 }
