@@ -236,8 +236,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18099)
 }
 
-/// The operator's own count of API writes (`bulkhead_api_writes_total`, all kinds and verbs).
-fn operator_writes(port: u16) -> Option<f64> {
+/// The operator's own count of API writes (`bulkhead_api_writes_total`), by kind and verb.
+fn operator_writes(port: u16) -> Option<BTreeMap<String, f64>> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -246,9 +246,12 @@ fn operator_writes(port: u16) -> Option<f64> {
     conn.read_to_string(&mut body).ok()?;
     Some(
         body.lines()
-            .filter(|l| l.starts_with("bulkhead_api_writes_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
+            .filter_map(|l| l.strip_prefix("bulkhead_api_writes_total{"))
+            .filter_map(|l| {
+                let (labels, value) = l.rsplit_once("} ")?;
+                Some((labels.replace('"', ""), value.parse::<f64>().ok()?))
+            })
+            .collect(),
     )
 }
 
@@ -435,17 +438,23 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
     let idle_cpu0 = op.cpu_seconds();
     let own_before = operator_writes(metrics_port);
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-    let own_idle_writes = match (own_before, operator_writes(metrics_port)) {
-        (Some(a), Some(b)) => Some((b - a).max(0.0) as u64),
+    let own_idle_by_kind: Option<BTreeMap<String, u64>> = match (own_before, operator_writes(metrics_port)) {
+        (Some(a), Some(b)) => Some(
+            b.iter()
+                .map(|(k, v)| (k.clone(), (v - a.get(k).unwrap_or(&0.0)).max(0.0) as u64))
+                .filter(|(_, v)| *v > 0)
+                .collect(),
+        ),
         _ => None,
     };
+    let own_idle_writes = own_idle_by_kind.as_ref().map(|m| m.values().sum::<u64>());
     let idle_requests = delta(&requests_by_verb(client).await, &idle_before);
     let idle_writes = writes(&idle_requests);
     let idle_cpu = op.cpu_seconds() - idle_cpu0;
     let steady_rss = op.status_kib("VmRSS:");
     let hwm = op.status_kib("VmHWM:").max(peak_rss);
     println!(
-        "idle {idle_secs}s: operator's own API writes {own_idle_writes:?} (target 0); whole apiserver {idle_writes} writes incl. kube-controller-manager and access reviews; operator CPU {idle_cpu:.2}s; requests {idle_requests:?}"
+        "idle {idle_secs}s: operator's own API writes {own_idle_writes:?} (target 0) {own_idle_by_kind:?}; whole apiserver {idle_writes} writes incl. kube-controller-manager and access reviews; operator CPU {idle_cpu:.2}s; requests {idle_requests:?}"
     );
     println!(
         "memory: peak {:.1} MiB, steady {:.1} MiB (target < 40 MiB at 1,000)",
@@ -474,6 +483,7 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
         "operator_cpu_seconds_convergence": conv_cpu,
         "idle_seconds": idle_secs,
         "idle_operator_writes": own_idle_writes,
+        "idle_operator_writes_by_kind": own_idle_by_kind,
         "idle_apiserver_writes": idle_writes,
         "idle_requests_by_verb": idle_requests,
         "operator_cpu_seconds_idle": idle_cpu,

@@ -329,7 +329,9 @@ impl Verifier {
         let ctx = Ctx { client: &self.client, settings: &self.settings, view, facts: &facts };
         let (mut results, access) = futures::join!(controls::run(&ctx), access::run(&ctx));
         results.extend(access);
-        results.push(network::run(&ctx));
+        // The connectivity model is CPU-bound for a while at a thousand tenants:
+        // off the async workers, so reconciles (drift repair) are not held up.
+        results.push(cpu_bound(|| network::run(&ctx)));
         results.sort_by_key(|r| checks::CATALOGUE.iter().position(|c| c.id == r.check.id));
         TenantReport { tenant: name, results }
     }
@@ -361,4 +363,12 @@ pub struct Ctx<'a> {
     pub view: &'a ClusterView,
     /// The tenant's own objects, read now.
     pub facts: &'a TenantFacts,
+}
+
+/// Runs CPU-bound work where it does not stall other tasks: in place of a
+/// worker of a multi-threaded runtime (its tasks move to other workers).
+fn cpu_bound<T>(f: impl FnOnce() -> T) -> T {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi { tokio::task::block_in_place(f) } else { f() }
 }

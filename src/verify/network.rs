@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -138,8 +138,17 @@ pub struct Model {
     pub policies: BTreeMap<String, Vec<NetworkPolicy>>,
 }
 
+/// A policy's spec, or the empty spec the apiserver would default to, without copying it:
+/// the model evaluates every policy for every candidate connection.
+fn spec_of(p: &NetworkPolicy) -> std::borrow::Cow<'_, NetworkPolicySpec> {
+    match &p.spec {
+        Some(spec) => std::borrow::Cow::Borrowed(spec),
+        None => std::borrow::Cow::Owned(NetworkPolicySpec::default()),
+    }
+}
+
 fn types(p: &NetworkPolicy) -> (bool, bool) {
-    let spec = p.spec.clone().unwrap_or_default();
+    let spec = spec_of(p);
     match &spec.policy_types {
         Some(t) => (t.iter().any(|x| x == "Ingress"), t.iter().any(|x| x == "Egress")),
         None => (true, spec.egress.as_ref().is_some_and(|e| !e.is_empty())),
@@ -203,7 +212,7 @@ impl Model {
         let mut isolated = false;
         let mut allowed_by = Vec::new();
         for p in self.policies.get(&pod.namespace).into_iter().flatten() {
-            let spec = p.spec.clone().unwrap_or_default();
+            let spec = spec_of(p);
             let selects = spec.pod_selector.as_ref().is_none_or(|s| selector_matches(s, &pod.labels));
             let (ingress_type, egress_type) = types(p);
             if !selects || !(if egress { egress_type } else { ingress_type }) {
@@ -369,7 +378,7 @@ fn mentions(model: &Model, src_ns: &str, dst_ns: &str, pod_cidrs: &[IpNet]) -> M
         }
     };
     for p in model.policies.get(src_ns).into_iter().flatten() {
-        let spec = p.spec.clone().unwrap_or_default();
+        let spec = spec_of(p);
         m.src_selectors.extend(spec.pod_selector.clone());
         for r in spec.egress.iter().flatten() {
             add_ports(&mut m, r.ports.as_ref());
@@ -382,7 +391,7 @@ fn mentions(model: &Model, src_ns: &str, dst_ns: &str, pod_cidrs: &[IpNet]) -> M
         }
     }
     for p in model.policies.get(dst_ns).into_iter().flatten() {
-        let spec = p.spec.clone().unwrap_or_default();
+        let spec = spec_of(p);
         m.dst_selectors.extend(spec.pod_selector.clone());
         for r in spec.ingress.iter().flatten() {
             add_ports(&mut m, r.ports.as_ref());
