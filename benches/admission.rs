@@ -18,52 +18,37 @@
 //! control plane (`e2e/cluster up`).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use bulkhead::api::Tenant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
+use kube::api::Api;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
-const OPERATOR_NS: &str = "bulkhead-system";
-const SHARD: &str = "bench.bulkhead.dev/admission";
+/// The integration tests' harness: cluster start, clients, CRD, operator process, polling.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Operator, SHARD_LABEL, admin, apply_tenant, install_crd, repo, tenant_from, wait_for};
+
+const SHARD: &str = "bench-admission";
 const CONFIGURATION: &str = "bulkhead-bench-admission";
 const TARGET_P99: Duration = Duration::from_millis(5);
 const PCI: &str = "bench-adm-pci";
 const STD: &str = "bench-adm-std";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn kubeconfig() -> PathBuf {
-    std::env::var_os("BENCH_KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| repo().join("e2e/.cluster/kubeconfig"))
-}
-
-async fn client() -> Client {
-    let path = kubeconfig();
-    let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{}: {e}; run e2e/cluster up", path.display()));
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig");
-    Client::try_from(cfg).expect("client")
 }
 
 // A local copy of benches/scale.rs's machine(): bench targets cannot share a module without a lib feature.
@@ -91,104 +76,45 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
-/// The operator process; killed when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn stat_field(&self, index: usize) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        fields.get(index).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-    }
-    fn cpu_seconds(&self) -> f64 {
-        (self.stat_field(11) + self.stat_field(12)) / 100.0
-    }
-    fn rss_mib(&self) -> f64 {
-        self.stat_field(21) * 4096.0 / 1024.0 / 1024.0
-    }
+/// CPU seconds and resident memory of a process, from /proc.
+fn stat_field(pid: u32, index: usize) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    fields.get(index).and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn cpu_seconds(op: &Operator) -> f64 {
+    op.pid().map(|pid| (stat_field(pid, 11) + stat_field(pid, 12)) / 100.0).unwrap_or(0.0)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18199)
+fn rss_mib(op: &Operator) -> f64 {
+    op.pid().map(|pid| stat_field(pid, 21) * 4096.0 / 1024.0 / 1024.0).unwrap_or(0.0)
 }
 
-async fn prepare(client: &Client) {
-    let text = std::fs::read_to_string(repo().join("crds/bulkhead.dev_tenants.yaml")).expect("crd");
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("crd yaml");
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .patch("tenants.bulkhead.dev", &PatchParams::apply("bench").force(), &Patch::Apply(&crd))
-        .await
-        .expect("crd applies");
-    let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NS}});
-    Api::<Namespace>::all(client.clone())
-        .patch(OPERATOR_NS, &PatchParams::apply("bench"), &Patch::Apply(&body))
-        .await
-        .expect("namespace");
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    wait("the Tenant CRD to be served", Duration::from_secs(30), || {
-        let tenants = tenants.clone();
-        async move { tenants.list(&ListParams::default().limit(1)).await.ok().map(|_| ()) }
-    })
-    .await;
-}
-
-/// A contact-center tenant whose namespace carries the shard label the webhooks are scoped to.
+/// A contact-center tenant of the bench's shard whose namespace carries the label the webhooks are scoped to.
 fn tenant(name: &str, extra: Value) -> Value {
-    let mut t = json!({
-        "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
-        "metadata": {"name": name, "labels": {SHARD: "1"}},
-        "spec": {
-            "namespaces": [{"name": "agents", "labels": {SHARD: "1"}}],
-            "deletionPolicy": "Delete",
-            "access": [{"kind": "User", "name": format!("{name}-admin"), "profile": "admin"}],
-            "images": {"allowedRegistries": ["registry.acme.example/"]}
-        }
-    });
+    let mut t = tenant_from("metadata: {name: x}\nspec: {namespaces: []}", name, SHARD);
+    t["spec"]["namespaces"] = json!([{"name": "agents", "labels": {SHARD_LABEL: SHARD}}]);
+    t["spec"]["deletionPolicy"] = json!("Delete");
+    t["spec"]["access"] = json!([{"kind": "User", "name": format!("{name}-admin"), "profile": "admin"}]);
+    t["spec"]["images"] = json!({"allowedRegistries": ["registry.acme.example/"]});
     if let (Some(spec), Some(extra)) = (t["spec"].as_object_mut(), extra.as_object()) {
         spec.extend(extra.clone());
     }
     t
 }
 
-async fn wait<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn start_operator(metrics_port: u16, log: &std::path::Path) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-        .args(["run", "--log-format", "json", "--log-level", "warn", "--tenant-selector", &format!("{SHARD}=1")])
-        .args(["--admission-listen", "127.0.0.1:0"])
-        .env("KUBECONFIG", kubeconfig())
-        .env("BULKHEAD_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
-        .env("BULKHEAD_ADMISSION_NAME", CONFIGURATION)
-        .env("BULKHEAD_ADMISSION_NAMESPACE_LABELS", format!("{SHARD}=1"))
-        .env("BULKHEAD_VERIFY_INTERVAL", "0s")
-        .env("POD_NAME", "bench-admission")
-        .stdin(Stdio::null())
-        // The security event stream (one line per denial): written, as a container runtime would read it.
-        .stdout(std::fs::File::create(log.with_extension("events.jsonl")).expect("event file"))
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .spawn()
-        .expect("operator starts");
-    Proc(child)
+fn start_operator() -> Operator {
+    let labels = format!("{SHARD_LABEL}={SHARD}");
+    Operator::start_with(
+        SHARD,
+        &[
+            ("BULKHEAD_ADMISSION_LISTEN", "127.0.0.1:0"),
+            ("BULKHEAD_ADMISSION_NAME", CONFIGURATION),
+            ("BULKHEAD_ADMISSION_NAMESPACE_LABELS", &labels),
+            ("BULKHEAD_VERIFY_INTERVAL", "0s"),
+        ],
+    )
 }
 
 /// A pod as a Deployment's ReplicaSet creates it (after the apiserver's defaulting): three containers and an
@@ -323,7 +249,7 @@ struct Target {
 impl Target {
     async fn read(client: &Client) -> Self {
         let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let cc = wait("the operator's webhook configuration", Duration::from_secs(90), || {
+        let cc = wait_for("the operator's webhook configuration", Duration::from_secs(90), || {
             let api = api.clone();
             async move {
                 let hook = api.get_opt(CONFIGURATION).await.ok()??.webhooks?.into_iter().next()?;
@@ -462,10 +388,10 @@ impl Run {
 }
 
 /// Sends at a constant rate whatever the answers do; each latency runs from the request's intended send time.
-async fn open_loop(pool: &Arc<Pool>, v: &Variant, rate: u32, secs: u64, op: &Proc) -> Run {
+async fn open_loop(pool: &Arc<Pool>, v: &Variant, rate: u32, secs: u64, op: &Operator) -> Run {
     let period = Duration::from_secs_f64(1.0 / f64::from(rate));
     let total = u64::from(rate) * secs;
-    let cpu = op.cpu_seconds();
+    let cpu = cpu_seconds(op);
     let start = Instant::now() + Duration::from_millis(20);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..total {
@@ -483,13 +409,13 @@ async fn open_loop(pool: &Arc<Pool>, v: &Variant, rate: u32, secs: u64, op: &Pro
         run.record(latency, result);
     }
     run.elapsed = start.elapsed();
-    run.cpu_seconds = op.cpu_seconds() - cpu;
+    run.cpu_seconds = cpu_seconds(op) - cpu;
     run
 }
 
 /// Each connection sends its next request as soon as the previous answer arrives.
-async fn closed_loop(target: &Target, v: &Variant, connections: usize, secs: u64, op: &Proc) -> Run {
-    let cpu = op.cpu_seconds();
+async fn closed_loop(target: &Target, v: &Variant, connections: usize, secs: u64, op: &Operator) -> Run {
+    let cpu = cpu_seconds(op);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut tasks = tokio::task::JoinSet::new();
@@ -517,7 +443,7 @@ async fn closed_loop(target: &Target, v: &Variant, connections: usize, secs: u64
         run.first_error = run.first_error.or(part.first_error);
     }
     run.elapsed = start.elapsed();
-    run.cpu_seconds = op.cpu_seconds() - cpu;
+    run.cpu_seconds = cpu_seconds(op) - cpu;
     run
 }
 
@@ -535,7 +461,7 @@ async fn variants(target: &Target) -> Vec<Variant> {
     let raw = pod(&ns, false);
     let first = Variant { body: review(&raw, "0b6a9d1e-bench-mutate-allowed"), ..mutate_ok };
     // The caches fill after the configuration is registered; until they know the namespace the answer is "retry".
-    let response = wait("the webhooks to know the bench tenants", Duration::from_secs(60), || {
+    let response = wait_for("the webhooks to know the bench tenants", Duration::from_secs(60), || {
         let (target, first) = (target.clone(), first.clone());
         async move {
             let mut conn = target.connect().await.ok()?;
@@ -607,9 +533,8 @@ fn main() {
     println!("# bulkhead admission benchmark — machine: {m}");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let (results, rss) = rt.block_on(async {
-        let client = client().await;
-        prepare(&client).await;
-        let tenants: Api<Tenant> = Api::all(client.clone());
+        let client = admin().await;
+        install_crd(&client).await;
         for t in [
             tenant(
                 PCI,
@@ -617,25 +542,13 @@ fn main() {
             ),
             tenant(STD, json!({"podSecurity": "baseline", "audit": {"sink": "https://siem.acme.example/ingest"}})),
         ] {
-            let name = t["metadata"]["name"].as_str().expect("name").to_string();
-            tenants
-                .patch(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&t))
-                .await
-                .expect("tenant applies");
+            apply_tenant(&client, &t).await;
         }
-        let log = out_dir.join("admission-operator.log");
-        let port = free_port();
-        let op = start_operator(port, &log);
-        wait(&format!("the operator's /readyz (log: {})", log.display()), Duration::from_secs(120), || async move {
-            let r = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
-                use std::io::{Read, Write};
-                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-                s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").ok()?;
-                let mut text = String::new();
-                s.read_to_string(&mut text).ok()?;
-                (text.split(' ').nth(1) == Some("200")).then_some(())
-            });
-            r
+        let op = start_operator();
+        let log = op.stderr.clone();
+        wait_for(&format!("the operator's /readyz (log: {})", log.display()), Duration::from_secs(120), || {
+            let op = &op;
+            async move { matches!(op.http_get("/readyz").await, Some((200, _))).then_some(()) }
         })
         .await;
         let target = Target::read(&client).await;
@@ -653,7 +566,7 @@ fn main() {
             let run = closed_loop(&target, v, connections, max_secs, &op).await;
             results.push(run.summary(v, &format!("closed-loop, {connections} connections"), None));
         }
-        let rss = op.rss_mib();
+        let rss = rss_mib(&op);
         drop(op);
         let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
         let _ = api.delete(CONFIGURATION, &Default::default()).await;
