@@ -264,7 +264,8 @@ impl Operator {
     /// The address of the operator's metrics/probe server, once it has logged it.
     pub fn metrics_addr(&self) -> Option<String> {
         let logs = self.logs();
-        let line = logs.lines().find(|l| l.contains("operations server listening"))?;
+        // The latest: after a restart the log (appended to) also holds the previous process's address.
+        let line = logs.lines().rev().find(|l| l.contains("operations server listening"))?;
         let tail = &line[line.find("addr=")? + 5..];
         let clean: String = tail.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
         (!clean.is_empty()).then_some(clean)
