@@ -360,6 +360,8 @@ struct Run {
     first_error: Option<String>,
     elapsed: Duration,
     cpu_seconds: f64,
+    /// How late the generator itself woke for each send (open loop): the machine's scheduling noise.
+    wake_lag: Vec<Duration>,
 }
 
 impl Run {
@@ -381,6 +383,7 @@ impl Run {
             "achieved_rps": (l.len() as f64 / self.elapsed.as_secs_f64()).round(),
             "p50_ms": ms(percentile(l, 0.5)), "p90_ms": ms(percentile(l, 0.9)), "p99_ms": ms(p99),
             "max_ms": ms(l.last().copied().unwrap_or_default()),
+            "generator_wake_lag_p99_ms": (!self.wake_lag.is_empty()).then(|| ms(percentile(&self.wake_lag, 0.99))),
             "p99_to_target": (p99.as_secs_f64() / TARGET_P99.as_secs_f64() * 100.0).round() / 100.0,
             "operator_cpu_ms_per_request": (self.cpu_seconds * 1000.0 / l.len().max(1) as f64 * 1000.0).round() / 1000.0,
         })
@@ -394,16 +397,19 @@ async fn open_loop(pool: &Arc<Pool>, v: &Variant, rate: u32, secs: u64, op: &Ope
     let cpu = cpu_seconds(op);
     let start = Instant::now() + Duration::from_millis(20);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut lag = Vec::with_capacity(total as usize);
     for i in 0..total {
         let intended = start + period.mul_f64(i as f64);
         tokio::time::sleep_until(intended).await;
+        lag.push(intended.elapsed());
         let (pool, v) = (pool.clone(), v.clone());
         tasks.spawn(async move {
             let result = pool.send(&v).await;
             (intended.elapsed(), result)
         });
     }
-    let mut run = Run::default();
+    lag.sort();
+    let mut run = Run { wake_lag: lag, ..Default::default() };
     while let Some(done) = tasks.join_next().await {
         let (latency, result) = done.expect("request task");
         run.record(latency, result);
@@ -530,7 +536,10 @@ fn main() {
     );
     std::fs::create_dir_all(&out_dir).expect("output dir");
     let m = machine();
-    println!("# bulkhead admission benchmark — machine: {m}");
+    // Other work on the machine shows in the tail latencies: recorded with every result.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<f64> = load.split_whitespace().take(3).filter_map(|v| v.parse().ok()).collect();
+    println!("# bulkhead admission benchmark — machine: {m}, load average at start: {load:?}");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let (results, rss) = rt.block_on(async {
         let client = admin().await;
@@ -576,12 +585,12 @@ fn main() {
         (results, rss)
     });
     println!(
-        "\n| hook | variant | mode | target rps | achieved rps | p50 ms | p90 ms | p99 ms | max ms | errors | p99 / 5 ms | operator CPU ms/req |"
+        "\n| hook | variant | mode | target rps | achieved rps | p50 ms | p90 ms | p99 ms | max ms | errors | p99 / 5 ms | operator CPU ms/req | generator wake lag p99 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         println!(
-            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.3} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.3} | {} |",
             r["hook"].as_str().unwrap_or_default(),
             r["variant"].as_str().unwrap_or_default(),
             r["mode"].as_str().unwrap_or_default(),
@@ -594,6 +603,7 @@ fn main() {
             r["errors"],
             r["p99_to_target"].as_f64().unwrap_or(0.0),
             r["operator_cpu_ms_per_request"].as_f64().unwrap_or(0.0),
+            r["generator_wake_lag_p99_ms"].as_f64().map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
         );
         if let Some(e) = r["first_error"].as_str() {
             println!("  first error: {e}");
@@ -602,6 +612,7 @@ fn main() {
     println!("\noperator RSS after the runs: {rss:.1} MiB; load generator and operator share the machine's cores");
     let report = json!({
         "machine": m,
+        "load_average_at_start": load,
         "settings": {"rate": rate, "open_loop_seconds": secs, "closed_loop_seconds": max_secs,
             "connections": connections, "target_p99_ms": ms(TARGET_P99), "transport": "HTTP/1.1 keep-alive over TLS 1.3, loopback"},
         "operator_rss_mib": (rss * 10.0).round() / 10.0,
