@@ -26,8 +26,10 @@ demo:
 release:
 	e2e/release
 
-# Scale benchmark against the local control plane (not part of `make test`):
-# floor vs convergence, idle writes, memory, drift repair, audit throughput.
+# Benchmarks against the local control plane (not part of `make test`):
+# scale (floor vs convergence, idle writes, memory, drift repair, audit
+# throughput) and admission (webhook latency over TLS at 1,000 requests/s).
 bench:
 	e2e/cluster up
 	cargo bench --bench scale
+	cargo bench --bench admission

@@ -113,7 +113,7 @@ fn bad_evidence(report: &Value, id: &str) -> String {
         .join("\n")
 }
 
-/// Checks that only admission webhooks or future features provide: not applicable here unless installed.
+/// Checks that only admission webhooks or features these tenants do not use provide: not applicable here.
 const WEBHOOK_OR_FUTURE: [&str; 5] =
     [checks::NODE_PORT, checks::ALWAYS_PULL, checks::AUDIT_SIDECAR, checks::DATA_RESIDENCY, checks::WEBHOOKS];
 
@@ -470,12 +470,119 @@ async fn least_privilege_view_still_proves_the_object_controls(client: &Client, 
     ] {
         assert_eq!(report.result(id).unwrap().status, Status::Pass, "{id} by list only:\n{}", summary.join("\n"));
     }
-    for id in [checks::CLUSTER_RESOURCES, checks::PROFILE_RIGHTS, checks::PRIVILEGED, checks::WEBHOOKS] {
+    for id in
+        [checks::CLUSTER_RESOURCES, checks::PROFILE_RIGHTS, checks::PRIVILEGED, checks::WEBHOOKS, checks::AUDIT_SIDECAR]
+    {
         let r = report.result(id).unwrap();
         assert_eq!(r.status, Status::NotApplicable, "{id}: {}", r.reason);
         assert!(r.reason.contains("auditor's credentials"), "{id} says who can run it: {}", r.reason);
     }
     assert_eq!(report.summary().errors, 0, "{}", summary.join("\n"));
+}
+
+/// The audit sidecar image the pods of the pod-check test carry (and `bulkhead verify` is told about).
+const SIDECAR_IMAGE: &str = "registry.bulkhead.example/bulkhead:e2e";
+
+/// A pod as bulkhead's mutating webhook returns it for `tenant`: its own patch applied to a pod that
+/// passes Pod Security `restricted`.
+fn admitted_pod(tenant: &Tenant, name: &str) -> Value {
+    use bulkhead::admission::{facts::TenantFacts, mutate};
+    let mut doc = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "app", "image": "registry.acme.example/app:1",
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}});
+    let config = bulkhead::plan::Config::default();
+    let rules = TenantFacts::new(tenant, &config).expect("the tenant plans");
+    let pod = serde_json::from_value(doc.clone()).expect("pod");
+    let sidecar = mutate::SidecarConfig { image: SIDECAR_IMAGE.into(), ..Default::default() };
+    json_patch::patch(&mut doc, &mutate::mutate_pod(&pod, &rules, &sidecar)).expect("the webhook's patch applies");
+    doc
+}
+
+#[tokio::test]
+async fn pods_without_the_sidecar_or_outside_the_regions_fail_by_name() {
+    let client = admin().await;
+    install_crd(&client).await;
+    let op = Operator::start(&unique("v"));
+    let name = unique("vp");
+    let mut manifest = tenant_from("metadata: {name: x}\nspec: {namespaces: [{name: agents}]}\n", &name, &op.shard);
+    manifest["spec"]["audit"] = json!({"mode": "Required"});
+    manifest["spec"]["dataResidency"] = json!({"regions": ["eu-west-1"]});
+    manifest["spec"]["deletionPolicy"] = json!("Delete");
+    apply_tenant(&client, &manifest).await;
+    let tenant = wait_ready(&client, &name).await;
+    let ns = format!("{name}-agents");
+
+    let report = |args: &[&str]| {
+        let mut all = vec!["--tenant", name.as_str(), "-o", "json"];
+        all.extend(args);
+        let (code, stdout, stderr) = verify_cli(&all);
+        let v: Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("JSON report ({e}): {stdout}\n{stderr}"));
+        (code, v)
+    };
+
+    // No webhook runs: the admin creates pods as they would arrive if admission were bypassed.
+    let good = admitted_pod(&tenant, "good");
+    assert_eq!(good["spec"]["initContainers"][0]["name"], "bulkhead-audit", "the webhook's patch adds the sidecar");
+    let mut no_sidecar = admitted_pod(&tenant, "no-sidecar");
+    let spec = no_sidecar["spec"].as_object_mut().unwrap();
+    spec.remove("initContainers");
+    spec.remove("volumes");
+    let mut elsewhere = admitted_pod(&tenant, "elsewhere");
+    elsewhere["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        [0]["matchExpressions"][0]["values"] = json!(["us-east-1"]);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    // Before any pod: both pass (nothing to carry a sidecar); what else fails is this tenant's lack of quotas.
+    let (_, r) = report(&["--sidecar-image", SIDECAR_IMAGE]);
+    let baseline = failing(&r);
+    assert!(!baseline.contains(checks::AUDIT_SIDECAR) && !baseline.contains(checks::DATA_RESIDENCY), "{baseline:?}");
+    for p in [&good, &no_sidecar, &elsewhere] {
+        let pod = serde_json::from_value(p.clone()).unwrap();
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .unwrap_or_else(|e| panic!("pod {}: {e}", p["metadata"]["name"]));
+    }
+
+    let (code, r) = report(&["--sidecar-image", SIDECAR_IMAGE]);
+    assert_eq!(code, 1);
+    let mut expected = baseline.clone();
+    expected.extend([checks::AUDIT_SIDECAR.to_string(), checks::DATA_RESIDENCY.to_string()]);
+    assert_eq!(failing(&r), expected);
+    let all = statuses(&r);
+    let audit = bad_evidence(&r, checks::AUDIT_SIDECAR);
+    assert!(audit.contains(&format!("pod {ns}/no-sidecar:")) && audit.contains("no audit sidecar"), "{audit}");
+    assert!(!audit.contains("/good:") && !audit.contains("/elsewhere:"), "only the pod without it: {audit}");
+    let reason = all[checks::AUDIT_SIDECAR].1["reason"].as_str().unwrap();
+    assert!(reason.starts_with("1 pod(s)") && reason.contains(&format!("{ns}/no-sidecar")), "{reason}");
+    let residency = bad_evidence(&r, checks::DATA_RESIDENCY);
+    assert!(residency.contains(&format!("pod {ns}/elsewhere:")) && residency.contains("eu-west-1"), "{residency}");
+    assert!(!residency.contains("/good:") && !residency.contains("/no-sidecar:"), "only the pod outside: {residency}");
+    // Told another image, even the well-formed pod's sidecar is not bulkhead's.
+    let (_, r) = report(&["--sidecar-image", "registry.example/other:1"]);
+    assert!(bad_evidence(&r, checks::AUDIT_SIDECAR).contains(&format!("pod {ns}/good:")));
+
+    let gone = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    for p in ["no-sidecar", "elsewhere"] {
+        pods.delete(p, &gone).await.expect("pod deleted");
+    }
+    wait_for("the two pods to be gone", WAIT, || {
+        let pods = pods.clone();
+        async move { (pods.list(&Default::default()).await.ok()?.items.len() == 1).then_some(()) }
+    })
+    .await;
+    let (code, r) = report(&["--sidecar-image", SIDECAR_IMAGE]);
+    let all = statuses(&r);
+    for id in [checks::AUDIT_SIDECAR, checks::DATA_RESIDENCY] {
+        let (status, check) = &all[id];
+        assert_eq!(status, "pass", "{id}: {}", check["reason"]);
+        let evidence = check["evidence"].as_array().unwrap();
+        assert_eq!(evidence.len(), 1, "{id}: one pod judged");
+        assert!(evidence[0]["request"].as_str().unwrap().contains(&format!("pod {ns}/good:")));
+    }
+    assert_eq!(failing(&r), baseline);
+    assert_eq!(code, i32::from(!baseline.is_empty()));
+    delete_tenant(&client, &name).await;
 }
 
 struct Junit {

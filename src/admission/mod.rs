@@ -16,6 +16,7 @@
 
 pub mod cli;
 pub mod decision;
+pub mod denials;
 pub mod facts;
 pub mod fuzzing;
 pub mod handler;
@@ -189,6 +190,7 @@ pub async fn start(client: Client, options: Options) -> Result<Handle, Error> {
     );
     let app = Arc::new(server::App {
         recorder: Some(recorder),
+        denial_events: denials::Throttle::default(),
         metrics: options.metrics.clone(),
         view: Arc::new(state),
         settings: Settings {

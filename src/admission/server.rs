@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use hyper_util::rt::TokioTimer;
 
+use super::denials::Throttle;
 use super::facts::View;
 use super::handler::{self, Endpoint, Outcome, Settings};
 use super::webhooks::{MUTATING_HOOKS, VALIDATING_HOOKS};
@@ -40,8 +41,10 @@ pub struct App {
     pub settings: Settings,
     /// Request counts and latencies, when the process exports metrics.
     pub metrics: Option<Arc<Metrics>>,
-    /// Records a Kubernetes Event on the tenant for each real (not dry-run) denial.
+    /// Records a Kubernetes Event on the tenant for real (not dry-run) denials.
     pub recorder: Option<kube::runtime::events::Recorder>,
+    /// How often those Events are published per tenant and rule.
+    pub denial_events: Throttle,
 }
 
 /// The routes: `POST /mutate/<hook>`, `POST /validate/<hook>`, `GET /healthz`.
@@ -110,7 +113,10 @@ async fn answer(app: &App, endpoint: Endpoint, hook: &str, body: Body) -> (&'sta
             if let (Some(recorder), Some(tenant), false, false) =
                 (&app.recorder, &outcome.tenant, outcome.response.allowed, outcome.dry_run)
             {
-                publish_denial(recorder.clone(), tenant.clone(), &outcome);
+                let rule = outcome.violations.first().map(|v| v.rule).unwrap_or("denied");
+                if let Some(earlier) = app.denial_events.admit(tenant, rule, std::time::Instant::now()) {
+                    publish_denial(recorder.clone(), tenant.clone(), &outcome, earlier);
+                }
             }
             let decision = match (&outcome.response, outcome.response.code) {
                 (r, _) if r.allowed && r.patch.is_some() => "patched",
@@ -152,8 +158,9 @@ fn report(hook: &str, o: &Outcome) {
 }
 
 /// A Warning Event on the Tenant, off the request path: the answer to the
-/// apiserver never waits for it. Repeats are folded into one series by the recorder.
-fn publish_denial(recorder: kube::runtime::events::Recorder, tenant: String, o: &Outcome) {
+/// apiserver never waits for it. Repeats are folded into one series by the recorder;
+/// `earlier` counts the denials of the same rule the throttle kept from becoming Events.
+fn publish_denial(recorder: kube::runtime::events::Recorder, tenant: String, o: &Outcome, earlier: u64) {
     use kube::runtime::events::{Event, EventType};
     let rules: Vec<&str> = o.violations.iter().map(|v| v.rule).collect();
     let ns = o.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
@@ -161,8 +168,17 @@ fn publish_denial(recorder: kube::runtime::events::Recorder, tenant: String, o: 
         type_: EventType::Warning,
         reason: "AdmissionDenied".into(),
         note: Some(format!(
-            "{:?} of {} {ns}{} by {} denied: {}",
-            o.operation, o.kind, o.name, o.user, o.response.message
+            "{:?} of {} {ns}{} by {} denied: {}{}",
+            o.operation,
+            o.kind,
+            o.name,
+            o.user,
+            o.response.message,
+            if earlier > 0 {
+                format!(" ({earlier} more denied by this rule since the last event)")
+            } else {
+                String::new()
+            }
         )),
         action: rules.first().copied().unwrap_or("denied").to_string(),
         secondary: None,

@@ -42,6 +42,9 @@ pub struct VerifyArgs {
     /// Requests made at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// The audit sidecar image the operator injects (its --sidecar-image); unset, BH-AUDIT-001 checks every other property of the sidecar.
+    #[arg(long, env = "BULKHEAD_SIDECAR_IMAGE")]
+    pub sidecar_image: Option<String>,
 }
 
 /// Verification flags of `bulkhead run`.
@@ -82,6 +85,7 @@ async fn verify(args: VerifyArgs) -> Result<bool, (u8, String)> {
         concurrency: args.concurrency.max(1),
         impersonate: true,
         lenient: false,
+        sidecar_image: args.sidecar_image.clone(),
     };
     let report =
         Verifier::new(client, settings).verify(args.tenant.as_deref()).await.map_err(|e| unusable(e.to_string()))?;

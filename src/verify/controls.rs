@@ -668,14 +668,6 @@ pub async fn run(ctx: &Ctx<'_>) -> Vec<CheckResult> {
     out.push(foreign_subjects(ctx));
     out.extend(quotas(ctx));
     out.extend(keys(ctx));
-    out.push(CheckResult::not_applicable(
-        AUDIT_SIDECAR,
-        "the Tenant API has no audit-sidecar requirement yet and bulkhead injects no sidecar: no pod is required to carry one",
-    ));
-    out.push(CheckResult::not_applicable(
-        DATA_RESIDENCY,
-        "the Tenant API has no data-residency setting yet: no pod is required to stay in a region",
-    ));
     out.push(webhooks(ctx));
     out
 }

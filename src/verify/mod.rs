@@ -9,6 +9,7 @@
 //! - [`access`]: SubjectAccessReviews and impersonated server-side dry-runs;
 //! - [`controls`]: managed objects against the plan, keys, webhooks;
 //! - [`network`]: a NetworkPolicy evaluator and the cross-tenant check;
+//! - [`pods`]: the audit sidecar and data residency of every pod, by the admission webhook's own rules;
 //! - [`report`]: table, JSON, Markdown and JUnit XML;
 //! - [`schedule`]: the controller's periodic run and the `IsolationVerified` condition;
 //! - [`cli`]: `bulkhead verify` and the verification flags of `bulkhead run`.
@@ -18,6 +19,7 @@ pub mod checks;
 pub mod cli;
 pub mod controls;
 pub mod network;
+pub mod pods;
 pub mod report;
 pub mod schedule;
 pub mod view;
@@ -273,6 +275,8 @@ pub struct Settings {
     /// privilege the Helm chart grants; `bulkhead verify` with an auditor's
     /// credentials runs them all.
     pub lenient: bool,
+    /// The audit sidecar image the operator injects; None checks every other property of the sidecar but not its image.
+    pub sidecar_image: Option<String>,
 }
 
 impl Default for Settings {
@@ -284,6 +288,7 @@ impl Default for Settings {
             concurrency: 16,
             impersonate: true,
             lenient: false,
+            sidecar_image: None,
         }
     }
 }
@@ -332,6 +337,7 @@ impl Verifier {
         // The connectivity model is CPU-bound for a while at a thousand tenants:
         // off the async workers, so reconciles (drift repair) are not held up.
         results.push(cpu_bound(|| network::run(&ctx)));
+        results.extend(pods::run(&ctx));
         results.sort_by_key(|r| checks::CATALOGUE.iter().position(|c| c.id == r.check.id));
         TenantReport { tenant: name, results }
     }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
-use k8s_openapi::api::core::v1::{Namespace, Node, ResourceQuota, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DynamicObject, ListParams, ObjectList};
@@ -271,6 +271,24 @@ pub struct TenantFacts {
     pub quotas: BTreeMap<String, Vec<ResourceQuota>>,
     /// The bulkhead-keys Secret of each namespace (None when missing).
     pub key_secrets: BTreeMap<String, Option<Secret>>,
+    /// The pods of the tenant's namespaces, read now, or why they could not be listed.
+    pub pods: Result<Vec<Pod>, Unreadable>,
+}
+
+/// Why objects of the tenant's namespaces could not be listed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Unreadable {
+    /// What was refused and the apiserver's answer.
+    pub message: String,
+    /// Whether that was the verifier lacking the right (403).
+    pub forbidden: bool,
+}
+
+impl From<Unreadable> for String {
+    fn from(u: Unreadable) -> Self {
+        u.message
+    }
 }
 
 fn dynamic_api(client: &Client, key: &ObjectKey) -> Api<DynamicObject> {
@@ -313,7 +331,7 @@ async fn live_json(client: &Client, key: &ObjectKey) -> Result<Option<Value>, St
     }
 }
 
-async fn per_namespace<K>(client: &Client, namespaces: &[String]) -> Result<BTreeMap<String, Vec<K>>, String>
+async fn per_namespace<K>(client: &Client, namespaces: &[String]) -> Result<BTreeMap<String, Vec<K>>, Unreadable>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -323,10 +341,10 @@ where
     futures::stream::iter(namespaces.iter().cloned())
         .map(|ns| async move {
             let api = Api::<K>::namespaced(client.clone(), &ns);
-            list_all(&api, &ListParams::default())
-                .await
-                .map(|items| (ns.clone(), items))
-                .map_err(|e| format!("cannot list {} in {ns}: {e}", K::kind(&())))
+            list_all(&api, &ListParams::default()).await.map(|items| (ns.clone(), items)).map_err(|e| Unreadable {
+                message: format!("cannot list {} in {ns}: {e}", K::kind(&())),
+                forbidden: forbidden(&e),
+            })
         })
         .buffer_unordered(8)
         .try_collect()
@@ -402,6 +420,8 @@ impl TenantFacts {
             let v = live_json(client, &role.key()).await?;
             profiles.push((role, v));
         }
+        // Not fatal: only the pod checks need pods, and the operator's own RBAC may not list them.
+        let pods = per_namespace::<Pod>(client, &namespaces).await.map(|by_ns| by_ns.into_values().flatten().collect());
         let key_secrets = futures::stream::iter(namespaces.iter().cloned())
             .map(|ns| async move {
                 named(&Api::<Secret>::namespaced(client.clone(), &ns), KEYS_SECRET)
@@ -423,6 +443,7 @@ impl TenantFacts {
             role_bindings,
             quotas,
             key_secrets,
+            pods,
         })
     }
 

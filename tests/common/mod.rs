@@ -215,6 +215,11 @@ impl Operator {
         self.child = Some(cmd.spawn().expect("operator starts"));
     }
 
+    /// The operator's process id while it runs (benchmarks read its CPU time and memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the operator at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
