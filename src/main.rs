@@ -178,6 +178,14 @@ async fn run_command(args: RunArgs) -> Result<(), String> {
         master_key,
         verify_interval: args.verify.interval()?,
         verify_pod_cidrs: args.verify.verify_pod_cidrs.clone(),
+        // The image the webhook injects: the flag, else the sidecar's default.
+        verify_sidecar_image: Some(
+            args.admission
+                .flags
+                .sidecar_image
+                .clone()
+                .unwrap_or_else(|| bulkhead::admission::mutate::SidecarConfig::default().image),
+        ),
         metrics: ops.metrics.clone(),
         readiness: ops.readiness.clone(),
         leadership: ops.leadership.clone(),

@@ -58,6 +58,8 @@ pub struct Options {
     pub verify_interval: Option<Duration>,
     /// Pod networks for the cross-tenant connectivity check; empty reads the nodes' podCIDRs.
     pub verify_pod_cidrs: Vec<ipnet::IpNet>,
+    /// The audit sidecar image the webhook injects, so verification compares it too.
+    pub verify_sidecar_image: Option<String>,
     /// Metrics of this process.
     pub metrics: Arc<Metrics>,
     /// Readiness gates; the controller opens [`CACHES_GATE`].
@@ -83,6 +85,7 @@ impl Default for Options {
             tenant_selector: None,
             verify_interval: Some(Duration::from_secs(3600)),
             verify_pod_cidrs: Vec::new(),
+            verify_sidecar_image: None,
             metrics: Arc::new(Metrics::new()),
             readiness: Readiness::new(),
             leadership: Leadership::always(),

@@ -239,6 +239,7 @@ pub async fn run(ctx: Arc<Context>) {
         plan: ctx.options.plan.clone(),
         master_key: ctx.options.master_key.clone(),
         pod_cidrs: ctx.options.verify_pod_cidrs.clone(),
+        sidecar_image: ctx.options.verify_sidecar_image.clone(),
         impersonate: may_impersonate(&ctx.client).await,
         lenient: true,
         ..Default::default()
