@@ -130,6 +130,47 @@ async fn crd_rejects_malformed_tenants_with_clear_messages() {
             "require network.isolation: Strict",
         ),
         ("ok", json!({"namespaces": [{"name": "a"}], "quota": {"hard": {"pods": "lots"}}}), "spec.quota.hard.pods"),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "audit": {"sink": "http://siem.example/", "sinkCA": {"configMap": "ca", "key": "ca.crt"}}}),
+            "audit.sinkCA applies only to an https:// sink",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "audit": {"sink": "https://siem.example/", "sinkCA": {"configMap": "ca", "secret": "ca", "key": "ca.crt"}}}),
+            "either a configMap or a secret",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "audit": {"sink": "https://siem.example/", "sinkCA": {"secret": "Bad_Name", "key": "ca.crt"}}}),
+            "spec.audit.sinkCA.secret",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "audit": {"sink": "https://siem.example/", "sinkCA": {"secret": "ca", "key": "..data"}}}),
+            "cannot be '.' or start with '..'",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "audit": {"sinkHeaders": [{"name": "Authorization", "secret": "t", "key": "v"}]}}),
+            "audit.sinkHeaders apply only to an http:// or https:// sink",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "audit": {"sink": "https://siem.example/", "sinkHeaders": [{"name": "Bad Header", "secret": "t", "key": "v"}]}}),
+            "spec.audit.sinkHeaders[0].name",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "audit": {"sink": "https://siem.example/", "sinkHeaders": [{"name": "Transfer-Encoding", "secret": "t", "key": "v"}]}}),
+            "cannot set hop-by-hop headers",
+        ),
+        (
+            "ok",
+            json!({"namespaces": [{"name": "a"}], "audit": {"sink": "https://siem.example/", "sinkHeaders": [
+                {"name": "Authorization", "secret": "t", "key": "v"}, {"name": "authorization", "secret": "u", "key": "v"}]}}),
+            "names each header once",
+        ),
     ];
     // Untyped, so the apiserver (not serde) judges values the Rust types could not even hold.
     let ar = kube::core::ApiResource::erase::<Tenant>(&());
@@ -153,6 +194,16 @@ async fn crd_rejects_malformed_tenants_with_clear_messages() {
     assert_eq!(created.spec.network.isolation, bulkhead::api::Isolation::Strict);
     assert!(created.spec.network.allow_dns);
     assert_eq!(created.spec.deletion_policy, bulkhead::api::DeletionPolicy::Retain);
+    // The sink's CA and headers from the pod's own namespace are accepted as documented.
+    let siem: Tenant = serde_json::from_value(json!({
+        "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": unique("ok")},
+        "spec": {"namespaces": [{"name": "a"}], "audit": {"sink": "https://siem.example/ingest",
+            "sinkCA": {"configMap": "trust-bundle.example", "key": "ca.crt"},
+            "sinkHeaders": [{"name": "Authorization", "secret": "siem-token", "key": "header"}]}}
+    }))
+    .unwrap();
+    let created = api.create(&dry(), &siem).await.expect("https sink with CA and header accepted");
+    assert_eq!(created.spec.audit.sink_headers[0].name, "Authorization");
 }
 
 #[tokio::test]
