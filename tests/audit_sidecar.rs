@@ -678,7 +678,7 @@ fn the_args_the_webhook_injects_reach_an_https_siem_and_follow_a_rotated_token()
     let sidecar = Sidecar::start(root, &keys, &args);
 
     assert_eq!(sidecar.post(r#"{"n":1}"#).0, 200);
-    wait_until("record 1 over https with the token", || siem.by_seq().len() >= 1);
+    wait_until("record 1 over https with the token", || !siem.by_seq().is_empty());
 
     // The SIEM rotates its token first: deliveries fail until the kubelet swaps the Secret's file.
     *siem.token.lock().unwrap() = "Bearer rotated-token".into();

@@ -171,7 +171,10 @@ fn error(status: StatusCode, message: String) -> Response {
 }
 
 async fn post_records(State(s): State<HttpState>, _slot: BodySlot, body: Bytes) -> Response {
-    let records = match parse_body(&body) {
+    let parsed = parse_body(&body);
+    // The raw body is not needed once parsed; holding it through sealing costs its size again.
+    drop(body);
+    let records = match parsed {
         Ok(r) => r,
         Err(msg) => {
             s.intake.http_refused.fetch_add(1, Relaxed);

@@ -585,7 +585,7 @@ mod tests {
         let short: Vec<String> = (0..3000).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(90))).collect();
         let long = format!("{{\"long\":\"{}\"}}", "y".repeat(3 * READ_CHUNK));
         s.append(&short[..2000]).unwrap();
-        s.append(&[long.clone()]).unwrap();
+        s.append(std::slice::from_ref(&long)).unwrap();
         s.append(&short[2000..]).unwrap();
         // The line limit ends a batch inside the second read chunk...
         let b = s.next_batch(1000, 1 << 20).unwrap().unwrap();
