@@ -521,6 +521,64 @@ async fn audit_sidecar_is_injected_once_and_opt_out_follows_the_mode() {
 }
 
 #[tokio::test]
+async fn the_sidecar_gets_the_tenants_siem_ca_and_token_as_mounted_files_never_as_values() {
+    let client = admin().await;
+    install_crd(&client).await;
+    let adm = Admission::start(&client).await;
+    let t = unique("siem");
+    let audit = json!({"mode": "Required", "sink": "https://siem.example/ingest",
+        "sinkCA": {"configMap": "trust-bundle", "key": "ca.crt"},
+        "sinkHeaders": [{"name": "Authorization", "secret": "siem-token", "key": "header"}]});
+    tenants_ready(&client, &[tenant(&t, adm.shard(), &["a"], json!({"audit": audit}))]).await;
+    let ns = format!("{t}-a");
+    let token = format!("Bearer {}", unique("never-in-the-pod-"));
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "siem-token"}, "stringData": {"header": token}})).unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.expect("token Secret");
+
+    // Through the real webhooks (Required: the validating one re-checks what the mutating one injected,
+    // after the apiserver's defaulting) and Pod Security `restricted`.
+    let pods: Api<Pod> = Api::namespaced(as_user(&format!("{t}-alice"), &[]).await, &ns);
+    let created = pods.create(&dry(), &restricted_pod("web")).await.expect("restricted pod with the SIEM sidecar");
+    let side = sidecar_of(&created).expect("sidecar injected");
+    let args = side.args.clone().unwrap();
+    assert!(args.windows(2).any(|w| w == ["--sink-ca", "/var/run/bulkhead/audit-sink/ca.pem"]), "{args:?}");
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--sink-header-file", "Authorization=/var/run/bulkhead/audit-sink/header-authorization"]),
+        "{args:?}"
+    );
+    let mount = side.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "bulkhead-audit-sink").unwrap();
+    assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/var/run/bulkhead/audit-sink", Some(true)));
+    let spec = created.spec.as_ref().unwrap();
+    let volume = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "bulkhead-audit-sink").unwrap();
+    let sources = volume.projected.as_ref().unwrap().sources.clone().unwrap();
+    let ca = sources[0].config_map.as_ref().expect("CA from the ConfigMap");
+    assert_eq!((ca.name.as_str(), ca.optional), ("trust-bundle", Some(false)));
+    assert_eq!(ca.items.as_ref().unwrap()[0].path, "ca.pem");
+    let header = sources[1].secret.as_ref().expect("header from the Secret");
+    assert_eq!((header.name.as_str(), header.optional), ("siem-token", Some(false)));
+    assert_eq!(header.items.as_ref().unwrap()[0].key, "header");
+    // The value lives only in the Secret: not in the pod, not even as an environment variable.
+    let whole = serde_json::to_string(&created).unwrap();
+    assert!(!whole.contains(&token) && !whole.contains("Bearer"), "the header value leaked into the pod");
+    assert!(side.env.iter().flatten().all(|e| e.value_from.as_ref().is_none_or(|v| v.secret_key_ref.is_none())));
+
+    // The projected volume is part of the intact sidecar: swapping the token's Secret is refused.
+    let mut forged = created.clone();
+    forged.metadata = serde_json::from_value(json!({"name": "forged"})).unwrap();
+    forged.status = None;
+    let spec = forged.spec.as_mut().unwrap();
+    let volume = spec.volumes.as_mut().unwrap().iter_mut().find(|v| v.name == "bulkhead-audit-sink").unwrap();
+    volume.projected.as_mut().unwrap().sources.as_mut().unwrap()[1].secret.as_mut().unwrap().name = "mine".into();
+    let m =
+        assert_denied("a swapped sink Secret", pods.create(&dry(), &forged).await, "pod.audit-sidecar", "spec.volumes");
+    assert!(m.contains("bulkhead-audit-sink"), "{m}");
+
+    delete_tenants(&client, &[&t]).await;
+}
+
+#[tokio::test]
 async fn data_residency_is_merged_into_the_pods_own_affinity() {
     let client = admin().await;
     install_crd(&client).await;

@@ -292,6 +292,8 @@ struct Siem {
     lose_next_answer: Arc<Mutex<bool>>,
     /// Answers still to be held back this long after storing the batch (a SIEM slower than the sink timeout).
     slow_answers: Arc<Mutex<(u32, Duration)>>,
+    /// The only `Authorization` value answered with 2xx (others get 401).
+    token: Arc<Mutex<String>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     running: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
@@ -356,6 +358,7 @@ impl Siem {
             received: Arc::default(),
             lose_next_answer: Arc::default(),
             slow_answers: Arc::default(),
+            token: Arc::new(Mutex::new("Bearer siem-token".into())),
             tls: None,
             running: None,
         }
@@ -371,14 +374,16 @@ impl Siem {
         let received = self.received.clone();
         let lose = self.lose_next_answer.clone();
         let slow = self.slow_answers.clone();
+        let token = self.token.clone();
         let app = axum::Router::new().route(
             "/ingest",
             axum::routing::post(move |headers: HeaderMap, body: String| {
                 let received = received.clone();
                 let lose = lose.clone();
                 let slow = slow.clone();
+                let token = token.lock().unwrap().clone();
                 async move {
-                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer siem-token") {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(token.as_str()) {
                         return StatusCode::UNAUTHORIZED;
                     }
                     received.lock().unwrap().extend(body.lines().map(str::to_string));
@@ -661,6 +666,76 @@ fn an_https_siem_is_reached_with_the_given_ca_and_refused_with_another() {
     std::fs::write(&path, distinct.values().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     let ok = verify(&path, Some(&keys));
     assert!(ok.status.success(), "{}", text(&ok.stderr));
+    drop(sidecar);
+    siem.stop();
+}
+
+/// Writes `files` into `dir` the way the kubelet fills a projected volume: a timestamped
+/// directory, `..data` pointing at it, and each file a symlink through `..data`. Called again,
+/// it swaps `..data` atomically, as the kubelet does when a Secret changes.
+fn kubelet_projection(dir: &Path, generation: u32, files: &[(&str, &str)]) {
+    use std::os::unix::fs::symlink;
+    std::fs::create_dir_all(dir).unwrap();
+    let version = format!("..2026_01_01_00_00_{generation:02}.000000001");
+    std::fs::create_dir(dir.join(&version)).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(&version).join(name), content).unwrap();
+        if !dir.join(name).exists() {
+            symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+        }
+    }
+    symlink(&version, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+}
+
+#[test]
+fn the_args_the_webhook_injects_reach_an_https_siem_and_follow_a_rotated_token() {
+    use bulkhead::admission::facts::TenantFacts;
+    use bulkhead::admission::mutate::{SINK_DIR, SidecarConfig, sidecar_args};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let keys = key_dir(root, "keys", &[("k1", 1)], "k1");
+    let (ca_file, acceptor) = tls_siem_identity(root, "siem");
+    let mut siem = Siem::new(free_port()).with_tls(acceptor);
+    siem.start();
+
+    // The sink part of exactly what the mutating webhook gives the sidecar, the mount moved under `root`.
+    let tenant: bulkhead::api::Tenant = serde_json::from_value(serde_json::json!({
+        "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme"},
+        "spec": {"namespaces": [{"name": "calls"}], "audit": {"sink": format!("https://{}/ingest", siem.addr),
+            "sinkCA": {"configMap": "trust-bundle", "key": "ca.crt"},
+            "sinkHeaders": [{"name": "Authorization", "secret": "siem-token", "key": "header"}]}}
+    }))
+    .unwrap();
+    let config = bulkhead::plan::Config::default();
+    let facts = TenantFacts::new(&tenant, &config).unwrap();
+    let injected = sidecar_args(&facts, "app", &SidecarConfig::default());
+    let mount = root.join("audit-sink");
+    let mut args = Vec::new();
+    // The first word is the subcommand, then flag and value pairs.
+    for pair in injected[1..].chunks(2).filter(|p| p[0].starts_with("--sink")) {
+        args.push(pair[0].clone());
+        args.push(pair[1].replace(SINK_DIR, &mount.display().to_string()));
+    }
+    assert_eq!(args.iter().filter(|a| a.starts_with("--sink")).count(), 3, "{injected:?}");
+    let ca = std::fs::read_to_string(&ca_file).unwrap();
+    kubelet_projection(&mount, 1, &[("ca.pem", &ca), ("header-authorization", "Bearer siem-token\n")]);
+    args.extend(["--retry-initial", "50ms", "--retry-max", "200ms"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sidecar = Sidecar::start(root, &keys, &args);
+
+    assert_eq!(sidecar.post(r#"{"n":1}"#).0, 200);
+    wait_until("record 1 over https with the token", || !siem.by_seq().is_empty());
+
+    // The SIEM rotates its token first: deliveries fail until the kubelet swaps the Secret's file.
+    *siem.token.lock().unwrap() = "Bearer rotated-token".into();
+    assert_eq!(sidecar.post(r#"{"n":2}"#).0, 200);
+    wait_until("the refused delivery in the log", || sidecar.stderr_text().contains("HTTP 401"));
+    kubelet_projection(&mount, 2, &[("ca.pem", &ca), ("header-authorization", "Bearer rotated-token\n")]);
+    wait_until("record 2 with the rotated token, no restart", || siem.by_seq().len() >= 2);
+    assert_eq!(siem.by_seq().keys().copied().collect::<Vec<_>>(), [1, 2]);
+    let log = sidecar.stderr_text();
+    assert!(!log.contains("siem-token") && !log.contains("rotated-token"), "a header value was logged: {log}");
     drop(sidecar);
     siem.stop();
 }

@@ -93,6 +93,16 @@ async fn crd_fills_in_defaults_of_a_minimal_tenant() {
     assert_eq!(created.spec.network.isolation, bulkhead::api::Isolation::Strict);
     assert!(created.spec.network.allow_dns);
     assert_eq!(created.spec.deletion_policy, bulkhead::api::DeletionPolicy::Retain);
+    // The sink's CA and headers from the pod's own namespace are accepted as documented.
+    let siem: Tenant = serde_json::from_value(json!({
+        "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": unique("ok")},
+        "spec": {"namespaces": [{"name": "a"}], "audit": {"sink": "https://siem.example/ingest",
+            "sinkCA": {"configMap": "trust-bundle.example", "key": "ca.crt"},
+            "sinkHeaders": [{"name": "Authorization", "secret": "siem-token", "key": "header"}]}}
+    }))
+    .unwrap();
+    let created = api.create(&dry(), &siem).await.expect("https sink with CA and header accepted");
+    assert_eq!(created.spec.audit.sink_headers[0].name, "Authorization");
 }
 
 #[tokio::test]

@@ -157,6 +157,20 @@ pub(crate) mod testing {
         serde_json::from_value(value).expect("test tenant is valid")
     }
 
+    /// A tenant whose sink is an https SIEM with a CA from a ConfigMap and two headers from Secrets.
+    pub fn siem_tenant() -> Tenant {
+        tenant(
+            "acme",
+            "namespaces: [{name: a}]
+audit:
+  sink: https://siem.example/ingest
+  sinkCA: {configMap: trust-bundle, key: ca.crt}
+  sinkHeaders:
+  - {name: Authorization, secret: siem-token, key: header}
+  - {name: X-Tenant-Id, secret: siem-ids, key: acme}",
+        )
+    }
+
     /// `acme` with namespaces `acme-agents` and `acme-payments` and one access entry of each kind.
     pub fn acme() -> Tenant {
         tenant(

@@ -10,15 +10,16 @@ use std::collections::BTreeMap;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, NodeSelectorRequirement, NodeSelectorTerm,
-    ObjectFieldSelector, Pod, PodSpec, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    Capabilities, ConfigMapProjection, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
+    NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, Pod, PodSpec, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretProjection, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::{Value, json};
 
 use super::facts::TenantFacts;
-use crate::api::{AUDIT_OPT_OUT_ANNOTATION, AUDIT_OPT_OUT_VALUE, AuditMode};
+use crate::api::{AUDIT_OPT_OUT_ANNOTATION, AUDIT_OPT_OUT_VALUE, AuditMode, AuditSpec};
 use crate::plan::secrets::KEYS_SECRET;
 
 /// Name of the injected sidecar container.
@@ -31,6 +32,12 @@ pub const SPOOL_VOLUME: &str = "bulkhead-audit-spool";
 pub const KEYS_DIR: &str = "/var/run/bulkhead/keys";
 /// Where the sidecar keeps its spool and chain state.
 pub const SPOOL_DIR: &str = "/var/run/bulkhead/audit-spool";
+/// Volume projecting the sink's CA bundle and header values from the tenant's own ConfigMap/Secrets (read-only).
+pub const SINK_VOLUME: &str = "bulkhead-audit-sink";
+/// Where the sidecar reads the sink's CA bundle and header values.
+pub const SINK_DIR: &str = "/var/run/bulkhead/audit-sink";
+/// File of [`SINK_DIR`] holding the CA bundle.
+pub const SINK_CA_FILE: &str = "ca.pem";
 /// Loopback address the application posts its records to.
 pub const SIDECAR_LISTEN: &str = "127.0.0.1:8089";
 /// The node label data residency is enforced on.
@@ -74,9 +81,66 @@ impl Default for SidecarConfig {
     }
 }
 
+/// File of [`SINK_DIR`] holding the value of header `name`; names are case-insensitive, so are the files.
+pub fn sink_header_file(name: &str) -> String {
+    format!("header-{}", name.to_ascii_lowercase())
+}
+
+/// `--sink-ca` and `--sink-header-file` for the tenant's sink: paths into [`SINK_DIR`], never values.
+fn sink_args(audit: &AuditSpec) -> Vec<String> {
+    let mut args = Vec::new();
+    if audit.sink_ca.is_some() {
+        args.extend(["--sink-ca".to_string(), format!("{SINK_DIR}/{SINK_CA_FILE}")]);
+    }
+    for h in &audit.sink_headers {
+        args.extend(["--sink-header-file".to_string(), format!("{}={SINK_DIR}/{}", h.name, sink_header_file(&h.name))]);
+    }
+    args
+}
+
+/// The volume projecting the sink's CA bundle and header values, when the tenant configures any. Every
+/// source is `optional: false`: a missing object keeps the pod from starting, with an event saying which,
+/// rather than letting the sidecar ship without its CA or token.
+pub fn sink_volume(audit: &AuditSpec) -> Option<Volume> {
+    let item = |key: &str, path: String| Some(vec![KeyToPath { key: key.into(), path, mode: None }]);
+    let mut sources = Vec::new();
+    if let Some(ca) = &audit.sink_ca {
+        let items = item(&ca.key, SINK_CA_FILE.into());
+        sources.push(match &ca.config_map {
+            Some(name) => VolumeProjection {
+                config_map: Some(ConfigMapProjection { name: name.clone(), items, optional: Some(false) }),
+                ..Default::default()
+            },
+            None => VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: ca.secret.clone().unwrap_or_default(),
+                    items,
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            },
+        });
+    }
+    for h in &audit.sink_headers {
+        sources.push(VolumeProjection {
+            secret: Some(SecretProjection {
+                name: h.secret.clone(),
+                items: item(&h.key, sink_header_file(&h.name)),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
+    (!sources.is_empty()).then(|| Volume {
+        name: SINK_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource { default_mode: Some(0o444), sources: Some(sources) }),
+        ..Default::default()
+    })
+}
+
 /// The arguments of `bulkhead audit-sidecar` for one pod.
 pub fn sidecar_args(facts: &TenantFacts, app_container: &str, cfg: &SidecarConfig) -> Vec<String> {
-    [
+    let mut args: Vec<String> = [
         "audit-sidecar",
         "--keys",
         KEYS_DIR,
@@ -93,7 +157,9 @@ pub fn sidecar_args(facts: &TenantFacts, app_container: &str, cfg: &SidecarConfi
     ]
     .into_iter()
     .map(str::to_string)
-    .collect()
+    .collect();
+    args.extend(sink_args(&facts.spec().audit));
+    args
 }
 
 fn field_env(name: &str, path: &str) -> EnvVar {
@@ -116,9 +182,9 @@ pub fn sidecar_env(facts: &TenantFacts) -> Vec<EnvVar> {
     ]
 }
 
-/// The sidecar's volume mounts: the keys read-only, the spool writable.
-pub fn sidecar_mounts() -> Vec<VolumeMount> {
-    vec![
+/// The sidecar's volume mounts: the keys and the sink's CA and headers read-only, the spool writable.
+pub fn sidecar_mounts(audit: &AuditSpec) -> Vec<VolumeMount> {
+    let mut mounts = vec![
         VolumeMount {
             name: KEYS_VOLUME.into(),
             mount_path: KEYS_DIR.into(),
@@ -126,7 +192,16 @@ pub fn sidecar_mounts() -> Vec<VolumeMount> {
             ..Default::default()
         },
         VolumeMount { name: SPOOL_VOLUME.into(), mount_path: SPOOL_DIR.into(), ..Default::default() },
-    ]
+    ];
+    if sink_volume(audit).is_some() {
+        mounts.push(VolumeMount {
+            name: SINK_VOLUME.into(),
+            mount_path: SINK_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    mounts
 }
 
 /// The sidecar container for a pod whose records come from `app_container`.
@@ -139,7 +214,7 @@ pub fn sidecar_container(facts: &TenantFacts, app_container: &str, cfg: &Sidecar
         restart_policy: Some("Always".into()),
         args: Some(sidecar_args(facts, app_container, cfg)),
         env: Some(sidecar_env(facts)),
-        volume_mounts: Some(sidecar_mounts()),
+        volume_mounts: Some(sidecar_mounts(&facts.spec().audit)),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".into(), q(&cfg.cpu_request)),
@@ -164,8 +239,8 @@ pub fn sidecar_container(facts: &TenantFacts, app_container: &str, cfg: &Sidecar
 }
 
 /// The pod volumes the sidecar needs.
-pub fn sidecar_volumes(cfg: &SidecarConfig) -> Vec<Volume> {
-    vec![
+pub fn sidecar_volumes(audit: &AuditSpec, cfg: &SidecarConfig) -> Vec<Volume> {
+    let mut volumes = vec![
         Volume {
             name: KEYS_VOLUME.into(),
             secret: Some(SecretVolumeSource {
@@ -184,7 +259,9 @@ pub fn sidecar_volumes(cfg: &SidecarConfig) -> Vec<Volume> {
             }),
             ..Default::default()
         },
-    ]
+    ];
+    volumes.extend(sink_volume(audit));
+    volumes
 }
 
 /// Whether the pod asks not to get the sidecar.
@@ -311,7 +388,7 @@ pub fn sidecar_patch(spec: &PodSpec, facts: &TenantFacts, cfg: &SidecarConfig) -
     let mut ops = Vec::new();
     let present: Vec<&str> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
     let missing: Vec<Volume> =
-        sidecar_volumes(cfg).into_iter().filter(|v| !present.contains(&v.name.as_str())).collect();
+        sidecar_volumes(&facts.spec().audit, cfg).into_iter().filter(|v| !present.contains(&v.name.as_str())).collect();
     if spec.volumes.is_none() {
         ops.push(add(&["spec", "volumes"], to_value(&missing)));
     } else {
@@ -356,7 +433,7 @@ pub fn mutate_ephemeral(pod: &Pod) -> Vec<PatchOperation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::facts::testing::{acme, tenant};
+    use crate::admission::facts::testing::{acme, siem_tenant, tenant};
     use crate::plan::Config;
 
     fn pod(v: Value) -> (Value, Pod) {
@@ -397,6 +474,71 @@ mod tests {
         // Idempotent: the mutated pod needs nothing more.
         let (_, again) = pod(out);
         assert!(mutate_pod(&again, &f, &cfg).is_empty());
+    }
+
+    #[test]
+    fn the_sinks_ca_and_headers_are_projected_read_only_and_passed_as_paths() {
+        let t = siem_tenant();
+        let config = Config::default();
+        let f = TenantFacts::new(&t, &config).unwrap();
+        let cfg = SidecarConfig::default();
+        let (raw, p) = pod(simple());
+        let out = apply(&raw, &mutate_pod(&p, &f, &cfg));
+        let side = &out["spec"]["initContainers"][0];
+        let args: Vec<&str> = side["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let pairs: Vec<[&str; 2]> = args.windows(2).map(|w| [w[0], w[1]]).collect();
+        assert!(pairs.contains(&["--sink", "https://siem.example/ingest"]), "{args:?}");
+        assert!(pairs.contains(&["--sink-ca", "/var/run/bulkhead/audit-sink/ca.pem"]), "{args:?}");
+        assert!(
+            pairs.contains(&["--sink-header-file", "Authorization=/var/run/bulkhead/audit-sink/header-authorization"]),
+            "{args:?}"
+        );
+        assert!(
+            pairs.contains(&["--sink-header-file", "X-Tenant-Id=/var/run/bulkhead/audit-sink/header-x-tenant-id"]),
+            "{args:?}"
+        );
+        let mount = side["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == SINK_VOLUME).unwrap();
+        assert_eq!(mount["mountPath"], SINK_DIR);
+        assert_eq!(mount["readOnly"], true);
+        let volume = out["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == SINK_VOLUME).unwrap();
+        assert_eq!(
+            volume["projected"]["sources"],
+            json!([
+                {"configMap": {"name": "trust-bundle", "items": [{"key": "ca.crt", "path": "ca.pem"}], "optional": false}},
+                {"secret": {"name": "siem-token", "items": [{"key": "header", "path": "header-authorization"}], "optional": false}},
+                {"secret": {"name": "siem-ids", "items": [{"key": "acme", "path": "header-x-tenant-id"}], "optional": false}},
+            ])
+        );
+        // Still what Pod Security `restricted` wants, and still idempotent.
+        assert_eq!(side["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(side["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        let (_, again) = pod(out);
+        assert!(mutate_pod(&again, &f, &cfg).is_empty());
+    }
+
+    #[test]
+    fn a_ca_from_a_secret_alone_gets_no_header_args_and_a_plain_sink_gets_no_sink_volume() {
+        let config = Config::default();
+        let t = tenant(
+            "acme",
+            "namespaces: [{name: a}]\naudit: {sink: 'https://siem.example/', sinkCA: {secret: siem-ca, key: ca.crt}}",
+        );
+        let f = TenantFacts::new(&t, &config).unwrap();
+        let args = sidecar_args(&f, "app", &SidecarConfig::default());
+        assert!(!args.iter().any(|a| a == "--sink-header-file"), "{args:?}");
+        assert_eq!(args.iter().filter(|a| *a == "--sink-ca").count(), 1, "{args:?}");
+        let volume = sink_volume(&t.spec.audit).expect("a sink volume");
+        let sources = volume.projected.unwrap().sources.unwrap();
+        assert_eq!(sources.len(), 1);
+        let secret = sources[0].secret.as_ref().expect("the CA comes from the Secret");
+        assert_eq!((secret.name.as_str(), secret.optional), ("siem-ca", Some(false)));
+
+        let plain = acme();
+        let f = TenantFacts::new(&plain, &config).unwrap();
+        assert!(sink_volume(&plain.spec.audit).is_none());
+        let cfg = SidecarConfig::default();
+        assert!(!sidecar_args(&f, "app", &cfg).iter().any(|a| a.starts_with("--sink-")));
+        assert!(!sidecar_container(&f, "app", &cfg).volume_mounts.unwrap().iter().any(|m| m.name == SINK_VOLUME));
     }
 
     #[test]

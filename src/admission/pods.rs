@@ -3,11 +3,11 @@
 //! whatever the Pod Security level; pull policy `Always`; the audit sidecar
 //! intact under `Required`; data residency kept.
 
-use k8s_openapi::api::core::v1::{ContainerPort, EnvVar, Pod, PodSpec, SecurityContext};
+use k8s_openapi::api::core::v1::{ContainerPort, EnvVar, Pod, PodSpec, SecurityContext, Volume};
 
 use super::decision::{Violation, rule};
 use super::facts::TenantFacts;
-use super::mutate::{self, KEYS_VOLUME, PULL_ALWAYS, SIDECAR_NAME, SPOOL_VOLUME, SidecarConfig};
+use super::mutate::{self, KEYS_VOLUME, PULL_ALWAYS, SIDECAR_NAME, SINK_VOLUME, SPOOL_VOLUME, SidecarConfig};
 use crate::api::{AUDIT_OPT_OUT_ANNOTATION, AuditMode};
 use crate::plan::secrets::KEYS_SECRET;
 
@@ -223,6 +223,16 @@ pub fn sidecar_problem(spec: &PodSpec, facts: &TenantFacts, cfg: &SidecarConfig)
     if !volumes.iter().any(|v| v.name == SPOOL_VOLUME && v.empty_dir.is_some()) {
         return Some(("spec.volumes".into(), format!("volume {SPOOL_VOLUME} must be an emptyDir")));
     }
+    // Only the projected sources matter: the apiserver fills in defaults around them.
+    let sources = |v: &Volume| v.projected.as_ref().map(|p| p.sources.clone());
+    if let Some(sink) = mutate::sink_volume(&facts.spec().audit)
+        && !volumes.iter().any(|v| v.name == sink.name && sources(v) == sources(&sink))
+    {
+        return Some((
+            "spec.volumes".into(),
+            format!("volume {SINK_VOLUME} must project exactly the tenant's audit.sinkCA and audit.sinkHeaders"),
+        ));
+    }
     None
 }
 
@@ -305,7 +315,7 @@ pub fn validate(pod: &Pod, old: Option<&Pod>, facts: &TenantFacts, cfg: &Sidecar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::facts::testing::{acme, tenant};
+    use crate::admission::facts::testing::{acme, siem_tenant, tenant};
     use crate::plan::Config;
     use serde_json::{Value, json};
 
@@ -441,6 +451,31 @@ mod tests {
         let mut opted = injected;
         opted["metadata"]["annotations"] = json!({AUDIT_OPT_OUT_ANNOTATION: "disabled"});
         assert_eq!(rules_of(&validate(&pod(opted), None, &f, &cfg)), vec![rule::AUDIT_OPT_OUT]);
+    }
+
+    #[test]
+    fn required_audit_wants_the_tenants_own_sink_volume() {
+        let config = Config::default();
+        let cfg = SidecarConfig::default();
+        let mut t = siem_tenant();
+        t.spec.audit.mode = AuditMode::Required;
+        let f = TenantFacts::new(&t, &config).unwrap();
+        let raw = base();
+        let mut injected = raw.clone();
+        json_patch::patch(&mut injected, &mutate::mutate_pod(&pod(raw), &f, &cfg)).unwrap();
+        assert!(validate(&pod(injected.clone()), None, &f, &cfg).is_empty());
+        let sink =
+            injected["spec"]["volumes"].as_array().unwrap().iter().position(|v| v["name"] == SINK_VOLUME).unwrap();
+        // Another Secret for the token, or the volume gone while the args still point into it.
+        let mut swapped = injected.clone();
+        swapped["spec"]["volumes"][sink]["projected"]["sources"][1]["secret"]["name"] = json!("my-own-token");
+        let mut removed = injected.clone();
+        removed["spec"]["volumes"].as_array_mut().unwrap().remove(sink);
+        for bad in [swapped, removed] {
+            let out = validate(&pod(bad), None, &f, &cfg);
+            assert_eq!(rules_of(&out), vec![rule::AUDIT_SIDECAR]);
+            assert!(out[0].message.contains(SINK_VOLUME), "{}", out[0].message);
+        }
     }
 
     #[test]

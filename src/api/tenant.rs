@@ -112,6 +112,10 @@ pub const CONFIRM_REMOVAL_ANNOTATION: &str = "bulkhead.dev/confirm-namespace-rem
 /// The audit sidecar: injected into every pod of the tenant by the mutating webhook.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.sinkCA) || (has(self.sink) && self.sink.startsWith('https://'))").message("audit.sinkCA applies only to an https:// sink: remove it or use an https:// URL"),
+    validation = Rule::new("!has(self.sinkHeaders) || size(self.sinkHeaders) == 0 || (has(self.sink) && (self.sink.startsWith('http://') || self.sink.startsWith('https://')))").message("audit.sinkHeaders apply only to an http:// or https:// sink: remove them or use a URL")
+)]
 pub struct AuditSpec {
     /// `Required`: every pod must carry an intact sidecar (no opt-out); `Optional` (default): injected, but a pod
     /// may opt out with the annotation `bulkhead.dev/audit-sidecar: disabled`; `Disabled`: never injected.
@@ -124,12 +128,75 @@ pub struct AuditSpec {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self == 'stdout' || (self.startsWith('file:') && self.size() > 5) || self.startsWith('http://') || self.startsWith('https://')").message("audit.sink must be stdout, file:PATH, or an http:// or https:// URL"))]
     pub sink: String,
+
+    /// The PEM CA bundle the sidecar trusts for an `https://` sink instead of the system roots: one key of a
+    /// ConfigMap (such as a trust-manager bundle) or of a Secret in the pod's own namespace. The object must
+    /// exist in every tenant namespace that runs pods; until it does, the pod does not start (a missing object
+    /// shows up as a pod event). Read when the sidecar starts.
+    #[serde(default, rename = "sinkCA", skip_serializing_if = "Option::is_none")]
+    pub sink_ca: Option<AuditSinkCa>,
+
+    /// HTTP headers sent with every request to an http(s) sink, each value read from a key of a Secret in the
+    /// pod's own namespace, e.g. `{name: Authorization, secret: siem-token, key: header}` holding `Bearer …`.
+    /// Values are mounted as files into the sidecar only (never in the pod spec) and re-read for every request,
+    /// so a rotated token is used without a restart. Like `sinkCA`, the Secret must exist in the namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(
+        merge_strategy = ListMerge::Map(vec!["name".into()]),
+        validation = Rule::new("self.all(h, self.filter(o, o.name.lowerAscii() == h.name.lowerAscii()).size() == 1)").message("audit.sinkHeaders names each header once (header names are case-insensitive)")
+    )]
+    pub sink_headers: Vec<AuditSinkHeader>,
 }
 
 impl Default for AuditSpec {
     fn default() -> Self {
-        Self { mode: AuditMode::default(), sink: default_audit_sink() }
+        Self { mode: AuditMode::default(), sink: default_audit_sink(), sink_ca: None, sink_headers: Vec::new() }
     }
+}
+
+/// A DNS-1123 subdomain: what Kubernetes accepts as a Secret or ConfigMap name.
+pub const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// The characters Kubernetes accepts in a Secret or ConfigMap key.
+pub const DATA_KEY: &str = r"^[-._a-zA-Z0-9]+$";
+/// An HTTP header name: an RFC 9110 token.
+pub const HTTP_TOKEN: &str = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$";
+
+/// Where the sidecar finds the CA bundle of its sink: exactly one of `configMap` and `secret`, and the key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.configMap) != has(self.secret)").message("audit.sinkCA names either a configMap or a secret (in the pod's namespace), not both and not neither"))]
+pub struct AuditSinkCa {
+    /// Name of a ConfigMap in the pod's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub config_map: Option<String>,
+    /// Name of a Secret in the pod's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub secret: Option<String>,
+    /// The key holding the PEM certificates, such as `ca.crt`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY))]
+    #[x_kube(validation = Rule::new("!self.startsWith('..') && self != '.'").message("a ConfigMap or Secret key cannot be '.' or start with '..'"))]
+    pub key: String,
+}
+
+/// One header of the sink's requests whose value comes from a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSinkHeader {
+    /// The HTTP header name, such as `Authorization`; not a hop-by-hop header, `Host`, `Content-Length`,
+    /// `Content-Type` or `X-Bulkhead-Lines`, which the connection and the sidecar set themselves.
+    #[schemars(length(min = 1, max = 128), regex(pattern = HTTP_TOKEN))]
+    #[x_kube(validation = Rule::new("!(self.lowerAscii() in ['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'content-type', 'x-bulkhead-lines'])").message("audit.sinkHeaders cannot set hop-by-hop headers, Host, Content-Length, Content-Type or X-Bulkhead-Lines"))]
+    pub name: String,
+    /// Name of the Secret in the pod's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub secret: String,
+    /// The key holding the header value (trailing whitespace is trimmed).
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY))]
+    #[x_kube(validation = Rule::new("!self.startsWith('..') && self != '.'").message("a ConfigMap or Secret key cannot be '.' or start with '..'"))]
+    pub key: String,
 }
 
 fn default_audit_sink() -> String {

@@ -107,11 +107,31 @@ pub struct IntakeStats {
     pub file_unparsed: AtomicU64,
 }
 
+/// Request bodies read, parsed and sealed at once. Parsed records take several times their body's
+/// size, so without a bound a few concurrent maximum-size posts outgrow the sidecar's memory limit
+/// (measured: 8 concurrent 4 MiB posts, 190 MiB RSS). One task seals anyway, so more gains nothing.
+pub const MAX_BODIES_IN_FLIGHT: usize = 2;
+
 #[derive(Clone)]
 struct HttpState {
     submitter: Submitter,
     sink: Arc<SinkStats>,
     intake: Arc<IntakeStats>,
+    bodies: Arc<tokio::sync::Semaphore>,
+}
+
+/// A turn to read and seal one body; taken before the body is read, so waiting posts stay in the socket.
+struct BodySlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl axum::extract::FromRequestParts<HttpState> for BodySlot {
+    type Rejection = Response;
+
+    async fn from_request_parts(_: &mut axum::http::request::Parts, s: &HttpState) -> Result<Self, Response> {
+        match s.bodies.clone().acquire_owned().await {
+            Ok(permit) => Ok(BodySlot(permit)),
+            Err(_) => Err(error(StatusCode::SERVICE_UNAVAILABLE, IntakeError::Closed.to_string())),
+        }
+    }
 }
 
 /// The intake HTTP API (see the module documentation).
@@ -121,7 +141,12 @@ pub fn router(submitter: Submitter, sink: Arc<SinkStats>, intake: Arc<IntakeStat
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(HttpState { submitter, sink, intake })
+        .with_state(HttpState {
+            submitter,
+            sink,
+            intake,
+            bodies: Arc::new(tokio::sync::Semaphore::new(MAX_BODIES_IN_FLIGHT)),
+        })
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
@@ -145,8 +170,11 @@ fn error(status: StatusCode, message: String) -> Response {
     resp
 }
 
-async fn post_records(State(s): State<HttpState>, body: Bytes) -> Response {
-    let records = match parse_body(&body) {
+async fn post_records(State(s): State<HttpState>, _slot: BodySlot, body: Bytes) -> Response {
+    let parsed = parse_body(&body);
+    // The raw body is not needed once parsed; holding it through sealing costs its size again.
+    drop(body);
+    let records = match parsed {
         Ok(r) => r,
         Err(msg) => {
             s.intake.http_refused.fetch_add(1, Relaxed);

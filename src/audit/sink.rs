@@ -280,7 +280,7 @@ impl Deliverer {
         })
     }
 
-    async fn deliver(&mut self, data: &[u8], lines: usize) -> Result<(), SinkError> {
+    async fn deliver(&mut self, data: &Bytes, lines: usize) -> Result<(), SinkError> {
         match self {
             Deliverer::Stdout(out) => {
                 let write = async {
@@ -315,9 +315,7 @@ impl Deliverer {
                 for (name, path) in &target.header_files {
                     req = req.header(name, header_value(name, path)?);
                 }
-                let req = req
-                    .body(Full::new(Bytes::copy_from_slice(data)))
-                    .map_err(|e| SinkError::Transport(e.to_string()))?;
+                let req = req.body(Full::new(data.clone())).map_err(|e| SinkError::Transport(e.to_string()))?;
                 let exchange = async {
                     let resp = client.request(req).await.map_err(|e| SinkError::Transport(error_chain(&e)))?;
                     let status = resp.status();

@@ -25,7 +25,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::sink::SinkStats;
+
+/// How much of a segment one read takes when building a batch.
+const READ_CHUNK: usize = 64 << 10;
 
 /// What the spool does when a write would pass its size bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -98,8 +103,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 /// Lines read for delivery; hand it back to [`Spool::commit`] once delivered.
 #[derive(Debug)]
 pub struct Batch {
-    /// The lines, each ending in `\n`.
-    pub data: Vec<u8>,
+    /// The lines, each ending in `\n` (shared with the HTTP body without a copy).
+    pub data: Bytes,
     /// Number of lines.
     pub lines: usize,
     end: Pos,
@@ -368,35 +373,45 @@ impl Spool {
             inner.reader = Some((seg.id, File::open(&path).map_err(io(&path))?));
         }
         let Some((_, file)) = inner.reader.as_ref() else { unreachable!("reader set above") };
-        let avail = seg.len - cur.off;
-        let mut want = avail.min(max_bytes.max(1) as u64);
-        loop {
-            let mut data = vec![0u8; want as usize];
-            file.read_exact_at(&mut data, cur.off).map_err(io(&path))?;
-            let mut lines = 0;
-            let mut cut = 0;
-            for (i, b) in data.iter().enumerate() {
+        let avail = (seg.len - cur.off) as usize;
+        let max_lines = max_lines.max(1);
+        // Read in chunks and stop at the line limit, so a batch of short lines does not cost a
+        // `max_bytes` buffer; one line longer than `max_bytes` doubles the limit until it fits.
+        let mut limit = avail.min(max_bytes.max(1));
+        let mut data: Vec<u8> = Vec::new();
+        let (mut lines, mut cut) = (0usize, 0usize);
+        let mut oversized = false;
+        while lines < max_lines && !(oversized && lines > 0) {
+            let start = data.len();
+            if start >= limit {
+                if lines > 0 || limit >= avail {
+                    break;
+                }
+                limit = (limit * 2).min(avail);
+                oversized = true;
+                continue;
+            }
+            data.resize((start + READ_CHUNK).min(limit), 0);
+            file.read_exact_at(&mut data[start..], cur.off + start as u64).map_err(io(&path))?;
+            for (i, b) in data[start..].iter().enumerate() {
                 if *b == b'\n' {
                     lines += 1;
-                    cut = i + 1;
-                    if lines >= max_lines.max(1) {
+                    cut = start + i + 1;
+                    if lines >= max_lines || oversized {
                         break;
                     }
                 }
             }
-            if lines == 0 && want < avail {
-                // One line longer than max_bytes: read it whole.
-                want = (want * 2).min(avail);
-                continue;
-            }
-            if lines == 0 {
-                // Cannot happen with whole-line writes; never hand out an empty batch forever.
-                tracing::error!(spool = %self.name, file = %path.display(), "spool segment ends without a newline; waiting for more data");
-                return Ok(None);
-            }
-            data.truncate(cut);
-            return Ok(Some(Batch { data, lines, end: Pos { seg: seg.id, off: cur.off + cut as u64 } }));
         }
+        if lines == 0 {
+            // Cannot happen with whole-line writes; never hand out an empty batch forever.
+            tracing::error!(spool = %self.name, file = %path.display(), "spool segment ends without a newline; waiting for more data");
+            return Ok(None);
+        }
+        data.truncate(cut);
+        // Drop the slack of the last chunk: the batch may wait through many retries.
+        data.shrink_to_fit();
+        Ok(Some(Batch { data: Bytes::from(data), lines, end: Pos { seg: seg.id, off: cur.off + cut as u64 } }))
     }
 
     /// Marks a batch delivered; its bytes leave the spool.
@@ -557,10 +572,39 @@ mod tests {
     fn drain(s: &Spool) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(b) = s.next_batch(3, 100).unwrap() {
-            out.extend(String::from_utf8(b.data.clone()).unwrap().lines().map(str::to_string));
+            out.extend(String::from_utf8(b.data.to_vec()).unwrap().lines().map(str::to_string));
             s.commit(&b).unwrap();
         }
         out
+    }
+
+    #[test]
+    fn batches_keep_their_line_and_byte_bounds_across_read_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spool(dir.path(), 64 << 20, FullPolicy::Refuse);
+        let short: Vec<String> = (0..3000).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(90))).collect();
+        let long = format!("{{\"long\":\"{}\"}}", "y".repeat(3 * READ_CHUNK));
+        s.append(&short[..2000]).unwrap();
+        s.append(std::slice::from_ref(&long)).unwrap();
+        s.append(&short[2000..]).unwrap();
+        // The line limit ends a batch inside the second read chunk...
+        let b = s.next_batch(1000, 1 << 20).unwrap().unwrap();
+        assert_eq!((b.lines, b.data.len()), (1000, short[..1000].iter().map(|l| l.len() + 1).sum()));
+        s.commit(&b).unwrap();
+        // ...the byte limit ends one at the last whole line before it...
+        let b = s.next_batch(5000, 100 * 1024).unwrap().unwrap();
+        assert!(b.data.len() <= 100 * 1024 && b.data.ends_with(b"\n"), "{}", b.data.len());
+        let taken = b.lines;
+        s.commit(&b).unwrap();
+        let b = s.next_batch(5000, 150 * 1024).unwrap().unwrap();
+        assert_eq!(b.lines, 1000 - taken, "up to the long line, which does not fit in 150 KiB with them");
+        s.commit(&b).unwrap();
+        // ...and a line longer than max_bytes comes alone, whole.
+        let b = s.next_batch(5000, 1000).unwrap().unwrap();
+        assert_eq!((b.lines, b.data.len()), (1, long.len() + 1));
+        assert!(b.data.starts_with(b"{\"long\"") && b.data.ends_with(b"}\n"));
+        s.commit(&b).unwrap();
+        assert_eq!(drain(&s), short[2000..]);
     }
 
     #[test]
@@ -575,7 +619,7 @@ mod tests {
         let mut got = Vec::new();
         while got.len() < 1000 {
             let b = s.next_batch(50, 4096).unwrap().unwrap();
-            got.extend(String::from_utf8(b.data.clone()).unwrap().lines().map(str::to_string));
+            got.extend(String::from_utf8(b.data.to_vec()).unwrap().lines().map(str::to_string));
             s.commit(&b).unwrap();
         }
         drop(s);
