@@ -54,11 +54,14 @@ struct RunArgs {
     /// Namespace the operator runs in (never part of a tenant).
     #[arg(long, env = "BULKHEAD_NAMESPACE", default_value = "bulkhead-system")]
     operator_namespace: String,
-    /// Tenants reconciled at once.
-    #[arg(long, env = "BULKHEAD_CONCURRENCY", default_value_t = 16)]
+    /// Tenants reconciled at once. A tenant's reconcile is a chain of round
+    /// trips (finalizer, keys, namespaces, the rest, status), so convergence
+    /// is latency-bound: 64 reached 1.24× the floor at 1,000 tenants where 16
+    /// took 2.08×; the apiserver's priority and fairness queues the burst.
+    #[arg(long, env = "BULKHEAD_CONCURRENCY", default_value_t = 64)]
     concurrency: u16,
     /// Objects of one tenant applied at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, env = "BULKHEAD_APPLY_CONCURRENCY", default_value_t = 16)]
     apply_concurrency: usize,
     /// Log format.
     #[arg(long, env = "BULKHEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]

@@ -76,8 +76,8 @@ pub const CACHES_GATE: &str = "watch-caches";
 impl Default for Options {
     fn default() -> Self {
         Self {
-            concurrency: 16,
-            apply_concurrency: 8,
+            concurrency: 64,
+            apply_concurrency: 16,
             page_size: 500,
             plan: plan::Config::default(),
             instance: "bulkhead".into(),
