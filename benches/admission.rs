@@ -17,6 +17,8 @@
 //! BENCH_OUT (default bench-results/), BENCH_KUBECONFIG. Needs the local
 //! control plane (`e2e/cluster up`).
 
+mod measure;
+use measure::{machine, percentile};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,25 +54,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 // A local copy of benches/scale.rs's machine(): bench targets cannot share a module without a lib feature.
-fn machine() -> Value {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    json!({"cores": cores, "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0})
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0

@@ -7,6 +7,8 @@
 //! Needs the local control plane (`e2e/cluster up`); use a fresh one
 //! (`e2e/cluster down && e2e/cluster up`) on a quiet machine.
 
+mod measure;
+use measure::{machine, percentile};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -308,14 +310,6 @@ async fn ready_count(client: &Client, selector: &str) -> usize {
         .count()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 async fn drift(client: &Client, names: &[String], rounds: usize) -> BTreeMap<&'static str, (Duration, Duration)> {
     let mut out = BTreeMap::new();
     for kind in ["NetworkPolicy", "RoleBinding", "Secret"] {
@@ -517,18 +511,6 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
         "rss_steady_mib": steady_rss as f64 / 1024.0,
         "drift_ms": drift.iter().map(|(k, (a, b))| (k.to_string(), json!({"p50": ms(*a), "p99": ms(*b)}))).collect::<BTreeMap<_, _>>(),
     })
-}
-
-fn machine() -> Value {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    json!({"cores": cores, "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0})
 }
 
 fn audit_bench() -> Value {
