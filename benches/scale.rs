@@ -3,7 +3,9 @@
 //!
 //! Environment: BENCH_SIZES (default "100,1000"), BENCH_IDLE_SECS (default
 //! 300), BENCH_DRIFT (default 100), BENCH_OUT (default bench-results/).
-//! BENCH_KUBECONFIG points at another cluster than this checkout's.
+//! BENCH_KUBECONFIG points at another cluster than this checkout's;
+//! BENCH_OPERATOR_BIN another operator binary (e.g. the musl release build);
+//! BENCH_OPERATOR_ARGS extra operator flags (ablations).
 //! Needs the local control plane (`e2e/cluster up`); use a fresh one
 //! (`e2e/cluster down && e2e/cluster up`) on a quiet machine.
 
@@ -283,7 +285,9 @@ fn operator_writes(port: u16) -> Option<BTreeMap<String, f64>> {
 }
 
 fn start_operator(selector: &str, log: &std::path::Path, metrics_port: u16) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+    // BENCH_OPERATOR_BIN measures another build, e.g. the static musl binary the image ships (`make release`).
+    let bin = std::env::var("BENCH_OPERATOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_bulkhead").to_string());
+    let child = Command::new(bin)
         .args(["run", "--log-format", "json", "--log-level", "warn", "--tenant-selector", selector])
         // Ablations (e.g. `--verify-interval 0s`) for before/after figures.
         .args(std::env::var("BENCH_OPERATOR_ARGS").unwrap_or_default().split_whitespace())
