@@ -132,7 +132,8 @@ fn floor_objects(name: &str) -> Vec<(plan::ObjectKey, Value)> {
 
 /// The floor's objects are the operator's, byte for byte, except for the
 /// managed-by value: the operator under test watches `managed-by=bulkhead`
-/// and must not carry the floor's N tenants in its caches.
+/// and must not carry the floor's N tenants in its caches (only the floor's
+/// namespaces, as metadata, like every namespace of a cluster).
 fn floor_label(v: &mut Value) {
     v["metadata"]["labels"][plan::LABEL_MANAGED_BY] = json!(FLOOR_MANAGER);
 }
@@ -175,31 +176,6 @@ async fn floor(client: &Client, names: &[String]) -> Duration {
         .for_each_concurrent(CONCURRENCY, |(k, v)| async move { ssa(client, k, v).await })
         .await;
     start.elapsed()
-}
-
-/// Deletes the floor's objects and waits until its namespaces are gone: the
-/// operator is measured on a cluster holding its own tenants only, as a real
-/// one would (its verification reads every NetworkPolicy and RoleBinding).
-async fn remove_floor(client: &Client, names: &[String]) {
-    let selector = format!("{}={FLOOR_MANAGER}", plan::LABEL_MANAGED_BY);
-    let lp = ListParams::default().labels(&selector);
-    for kind in [plan::object::Kind::ClusterRoleBinding, plan::object::Kind::ClusterRole, plan::object::Kind::Namespace]
-    {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.api_resource());
-        let _ = api.delete_collection(&DeleteParams::default(), &lp).await;
-    }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NS);
-    let _ = secrets.delete_collection(&DeleteParams::default(), &lp).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(900) {
-        let left = namespaces.list_metadata(&lp.clone().limit(1)).await.map(|l| l.items.len()).unwrap_or(0);
-        if left == 0 {
-            println!("floor removed ({} tenants) in {:.0}s", names.len(), start.elapsed().as_secs_f64());
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
 }
 
 /// apiserver_request_total by verb, from the apiserver's own /metrics.
@@ -416,7 +392,6 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
     let floor_time = floor(client, &floor_names).await;
     let objects_per_tenant = floor_objects("x").len();
     println!("floor: {} objects applied in {:.2}s", n * objects_per_tenant, floor_time.as_secs_f64());
-    remove_floor(client, &floor_names).await;
 
     let selector = format!("bench.bulkhead.dev/shard={run}");
     let metrics_port = free_port();
