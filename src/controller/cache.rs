@@ -32,6 +32,7 @@ type Key = (Option<String>, String);
 struct Entry {
     resource_version: Option<Box<str>>,
     tenant: Option<Box<str>>,
+    managed: bool,
     shared: bool,
     json: Box<[u8]>,
 }
@@ -44,6 +45,7 @@ impl Entry {
             namespace: namespace.clone(),
             resource_version: self.resource_version.as_deref().map(str::to_string),
             tenant: self.tenant.as_deref().map(str::to_string),
+            managed: self.managed,
             shared: self.shared,
         }
     }
@@ -55,6 +57,7 @@ struct Change {
     namespace: Option<String>,
     resource_version: Option<String>,
     tenant: Option<String>,
+    managed: bool,
     shared: bool,
 }
 
@@ -62,6 +65,19 @@ struct Inner {
     objects: HashMap<Key, Entry>,
     by_tenant: HashMap<String, BTreeSet<Key>>,
     relist: Option<HashMap<Key, Entry>>,
+}
+
+/// What every cache answers whatever its object type, so callers that only
+/// know a [`Kind`] reach the right cache through one dispatch.
+pub trait Lookup: Send + Sync {
+    /// The cached object as JSON (without identity and version fields), if any.
+    fn json(&self, namespace: Option<&str>, name: &str) -> Option<serde_json::Value>;
+    /// The cached resourceVersion, if cached.
+    fn resource_version(&self, namespace: Option<&str>, name: &str) -> Option<String>;
+    /// Namespace and name of every object of `tenant` that still carries bulkhead's managed-by label.
+    fn managed_of_tenant(&self, tenant: &str) -> Vec<(Option<String>, String)>;
+    /// Waits until the first complete list has arrived.
+    fn wait_ready(&self) -> futures::future::BoxFuture<'_, ()>;
 }
 
 /// Objects of one kind, by namespace and name, with a per-tenant index.
@@ -143,6 +159,7 @@ fn change_of<K: kube::Resource>(obj: &K) -> Change {
         namespace: meta.namespace.clone(),
         resource_version: meta.resource_version.clone(),
         tenant: label(LABEL_TENANT).map(str::to_string),
+        managed: label(LABEL_MANAGED_BY) == Some(MANAGED_BY),
         shared: label(LABEL_SHARED) == Some("true") && label(LABEL_MANAGED_BY) == Some(MANAGED_BY),
     }
 }
@@ -155,6 +172,7 @@ fn entry_of<K: kube::Resource + Serialize>(mut obj: K) -> Entry {
     Entry {
         resource_version: change.resource_version.map(Box::from),
         tenant: change.tenant.map(Box::from),
+        managed: change.managed,
         shared: change.shared,
         json,
     }
@@ -206,20 +224,6 @@ where
         inner.objects.get(&(namespace.map(str::to_string), name.to_string())).and_then(Self::decode)
     }
 
-    /// The cached object as JSON (without identity and version fields), if any.
-    pub fn json(&self, namespace: Option<&str>, name: &str) -> Option<serde_json::Value> {
-        let inner = self.inner.read().ok()?;
-        let entry = inner.objects.get(&(namespace.map(str::to_string), name.to_string()))?;
-        serde_json::from_slice(&entry.json).ok()
-    }
-
-    /// The cached resourceVersion, if cached.
-    pub fn resource_version(&self, namespace: Option<&str>, name: &str) -> Option<String> {
-        let inner = self.inner.read().ok()?;
-        let entry = inner.objects.get(&(namespace.map(str::to_string), name.to_string()))?;
-        entry.resource_version.as_deref().map(str::to_string)
-    }
-
     /// Every cached object labelled as belonging to `tenant`.
     pub fn of_tenant(&self, tenant: &str) -> Vec<K> {
         let Ok(inner) = self.inner.read() else {
@@ -262,8 +266,8 @@ where
         match event {
             watcher::Event::Apply(obj) => {
                 let key = key_of(&obj);
-                let change = change_of(&obj);
                 let entry = entry_of(obj);
+                let change = entry.change(&key);
                 let new_tenant = entry.tenant.clone();
                 let old = inner.objects.insert(key.clone(), entry);
                 if let Some(old) = &old {
@@ -355,5 +359,36 @@ where
                 }
             }
         }
+    }
+}
+
+impl<K> Lookup for Cache<K>
+where
+    K: kube::Resource + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn json(&self, namespace: Option<&str>, name: &str) -> Option<serde_json::Value> {
+        let inner = self.inner.read().ok()?;
+        let entry = inner.objects.get(&(namespace.map(str::to_string), name.to_string()))?;
+        serde_json::from_slice(&entry.json).ok()
+    }
+
+    fn resource_version(&self, namespace: Option<&str>, name: &str) -> Option<String> {
+        let inner = self.inner.read().ok()?;
+        let entry = inner.objects.get(&(namespace.map(str::to_string), name.to_string()))?;
+        entry.resource_version.as_deref().map(str::to_string)
+    }
+
+    fn managed_of_tenant(&self, tenant: &str) -> Vec<(Option<String>, String)> {
+        let Ok(inner) = self.inner.read() else {
+            return Vec::new();
+        };
+        let Some(keys) = inner.by_tenant.get(tenant) else {
+            return Vec::new();
+        };
+        keys.iter().filter(|k| inner.objects.get(*k).is_some_and(|e| e.managed)).cloned().collect()
+    }
+
+    fn wait_ready(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(Cache::wait_ready(self))
     }
 }

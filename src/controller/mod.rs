@@ -34,7 +34,7 @@ use crate::plan::{self, LABEL_MANAGED_BY, MANAGED_BY, ObjectKey, object::Kind};
 use crate::shutdown::Shutdown;
 use crate::telemetry::health::Readiness;
 use crate::telemetry::metrics::Metrics;
-pub use cache::{Cache, OwnWrites, Triggers};
+pub use cache::{Cache, Lookup, OwnWrites, Triggers};
 pub use error::Error;
 
 /// Options of the controller manager.
@@ -131,87 +131,64 @@ impl Caches {
         }
     }
 
+    /// The cache holding objects of `kind`.
+    fn of_kind(&self, kind: Kind) -> &dyn Lookup {
+        match kind {
+            Kind::Namespace => self.namespaces.as_ref(),
+            Kind::ServiceAccount => self.service_accounts.as_ref(),
+            Kind::NetworkPolicy => self.network_policies.as_ref(),
+            Kind::ResourceQuota => self.resource_quotas.as_ref(),
+            Kind::LimitRange => self.limit_ranges.as_ref(),
+            Kind::RoleBinding => self.role_bindings.as_ref(),
+            Kind::ClusterRole => self.cluster_roles.as_ref(),
+            Kind::ClusterRoleBinding => self.cluster_role_bindings.as_ref(),
+            Kind::Secret => self.secrets.as_ref(),
+        }
+    }
+
     /// The cached object for `key`, as JSON (without identity and version fields).
     pub fn observed(&self, key: &ObjectKey) -> Option<serde_json::Value> {
-        let ns = key.namespace.as_deref();
-        let name = key.name.as_str();
+        let value = self.of_kind(key.kind).json(key.namespace.as_deref(), &key.name)?;
         match key.kind {
             // The namespace cache holds metadata only.
-            Kind::Namespace => {
-                self.namespaces.json(None, name).and_then(|mut v| v.get_mut("metadata").map(std::mem::take))
-            }
-            Kind::ServiceAccount => self.service_accounts.json(ns, name),
-            Kind::NetworkPolicy => self.network_policies.json(ns, name),
-            Kind::ResourceQuota => self.resource_quotas.json(ns, name),
-            Kind::LimitRange => self.limit_ranges.json(ns, name),
-            Kind::RoleBinding => self.role_bindings.json(ns, name),
-            Kind::ClusterRole => self.cluster_roles.json(None, name),
-            Kind::ClusterRoleBinding => self.cluster_role_bindings.json(None, name),
-            Kind::Secret => self.secrets.json(ns, name),
+            Kind::Namespace => value.get("metadata").cloned(),
+            _ => Some(value),
         }
     }
 
     /// The cached resourceVersion of `key`, if cached.
     pub fn resource_version(&self, key: &ObjectKey) -> Option<String> {
-        let ns = key.namespace.as_deref();
-        let name = key.name.as_str();
-        match key.kind {
-            Kind::Namespace => self.namespaces.resource_version(None, name),
-            Kind::ServiceAccount => self.service_accounts.resource_version(ns, name),
-            Kind::NetworkPolicy => self.network_policies.resource_version(ns, name),
-            Kind::ResourceQuota => self.resource_quotas.resource_version(ns, name),
-            Kind::LimitRange => self.limit_ranges.resource_version(ns, name),
-            Kind::RoleBinding => self.role_bindings.resource_version(ns, name),
-            Kind::ClusterRole => self.cluster_roles.resource_version(None, name),
-            Kind::ClusterRoleBinding => self.cluster_role_bindings.resource_version(None, name),
-            Kind::Secret => self.secrets.resource_version(ns, name),
-        }
+        self.of_kind(key.kind).resource_version(key.namespace.as_deref(), &key.name)
     }
 
     /// Every object bulkhead still manages for `tenant` (released objects excluded).
     pub fn owned(&self, tenant: &str) -> Vec<ObjectKey> {
-        fn keys<K>(kind: Kind, cache: &Cache<K>, tenant: &str, out: &mut Vec<ObjectKey>)
-        where
-            K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + DeserializeOwned + Send + Sync + 'static,
-        {
-            for obj in cache.of_tenant(tenant) {
-                let meta = obj.meta();
-                let managed =
-                    meta.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY)).is_some_and(|v| v == MANAGED_BY);
-                if managed {
-                    out.push(ObjectKey {
-                        kind,
-                        namespace: meta.namespace.clone(),
-                        name: meta.name.clone().unwrap_or_default(),
-                    });
-                }
-            }
-        }
-        let mut out = Vec::new();
-        keys(Kind::Namespace, &self.namespaces, tenant, &mut out);
-        keys(Kind::ServiceAccount, &self.service_accounts, tenant, &mut out);
-        keys(Kind::NetworkPolicy, &self.network_policies, tenant, &mut out);
-        keys(Kind::ResourceQuota, &self.resource_quotas, tenant, &mut out);
-        keys(Kind::LimitRange, &self.limit_ranges, tenant, &mut out);
-        keys(Kind::RoleBinding, &self.role_bindings, tenant, &mut out);
-        keys(Kind::ClusterRole, &self.cluster_roles, tenant, &mut out);
-        keys(Kind::ClusterRoleBinding, &self.cluster_role_bindings, tenant, &mut out);
-        keys(Kind::Secret, &self.secrets, tenant, &mut out);
-        out
+        // A fixed order (the one this list always had), so prune and release act in the same sequence every time.
+        const ORDER: [Kind; 9] = [
+            Kind::Namespace,
+            Kind::ServiceAccount,
+            Kind::NetworkPolicy,
+            Kind::ResourceQuota,
+            Kind::LimitRange,
+            Kind::RoleBinding,
+            Kind::ClusterRole,
+            Kind::ClusterRoleBinding,
+            Kind::Secret,
+        ];
+        ORDER
+            .into_iter()
+            .flat_map(|kind| {
+                self.of_kind(kind).managed_of_tenant(tenant).into_iter().map(move |(namespace, name)| ObjectKey {
+                    kind,
+                    namespace,
+                    name,
+                })
+            })
+            .collect()
     }
 
     async fn wait_ready(&self) {
-        futures::join!(
-            self.namespaces.wait_ready(),
-            self.service_accounts.wait_ready(),
-            self.network_policies.wait_ready(),
-            self.resource_quotas.wait_ready(),
-            self.limit_ranges.wait_ready(),
-            self.role_bindings.wait_ready(),
-            self.cluster_roles.wait_ready(),
-            self.cluster_role_bindings.wait_ready(),
-            self.secrets.wait_ready(),
-        );
+        futures::future::join_all(Kind::ALL.iter().map(|k| self.of_kind(*k).wait_ready())).await;
     }
 }
 
