@@ -63,19 +63,20 @@ async fn ensure_finalizer(tenant: &Tenant, ctx: &Context) -> Result<(), Error> {
     ctx.metrics.api_write("Tenant", "patch");
     let api = Api::<Tenant>::all(ctx.client.clone());
     let name = tenant.name_any();
+    let failed = |verb, e| Error::api_named(verb, format!("Tenant {name}"), e);
     match api.patch(&name, &field_manager(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
         // Our copy is older than the cluster's (the watch lags, e.g. after an
         // apiserver restart): if the finalizer is already there, go on.
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            let fresh = api.get(&name).await.map_err(|e| Error::api_named("read", format!("Tenant {name}"), e))?;
+            let fresh = api.get(&name).await.map_err(|e| failed("read", e))?;
             if fresh.finalizers().iter().any(|f| f == FINALIZER) {
                 Ok(())
             } else {
-                Err(Error::api_named("add finalizer to", format!("Tenant {name}"), kube::Error::Api(status)))
+                Err(failed("add finalizer to", kube::Error::Api(status)))
             }
         }
-        Err(e) => Err(Error::api_named("add finalizer to", format!("Tenant {name}"), e)),
+        Err(e) => Err(failed("add finalizer to", e)),
     }
 }
 

@@ -828,7 +828,6 @@ async fn self_service(ctx: &Ctx<'_>, ids: &[Identity]) -> Vec<CheckResult> {
     ]
 }
 
-/// Every access and admission check of one tenant.
 /// Checks answered by SubjectAccessReviews.
 const BY_REVIEW: [&str; 4] = [CLUSTER_RESOURCES, QUOTA_IMMUTABLE, OTHER_TENANTS, PROFILE_RIGHTS];
 /// Checks answered by impersonated dry-runs.

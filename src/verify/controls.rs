@@ -630,29 +630,19 @@ fn webhooks(ctx: &Ctx<'_>) -> CheckResult {
     }
     let now = jiff::Timestamp::now();
     let mut evidence = Vec::new();
-    for c in &hooks.validating {
-        for w in c.webhooks.iter().flatten() {
-            evidence.extend(webhook_evidence(
-                &w.name,
-                w.namespace_selector.as_ref(),
-                w.rules.as_ref(),
-                &w.client_config,
-                ctx,
-                now,
-            ));
-        }
-    }
-    for c in &hooks.mutating {
-        for w in c.webhooks.iter().flatten() {
-            evidence.extend(webhook_evidence(
-                &w.name,
-                w.namespace_selector.as_ref(),
-                w.rules.as_ref(),
-                &w.client_config,
-                ctx,
-                now,
-            ));
-        }
+    // Validating and mutating webhooks are different types with the same fields this check reads.
+    let validating = hooks
+        .validating
+        .iter()
+        .flat_map(|c| c.webhooks.iter().flatten())
+        .map(|w| (&w.name, w.namespace_selector.as_ref(), w.rules.as_ref(), &w.client_config));
+    let mutating = hooks
+        .mutating
+        .iter()
+        .flat_map(|c| c.webhooks.iter().flatten())
+        .map(|w| (&w.name, w.namespace_selector.as_ref(), w.rules.as_ref(), &w.client_config));
+    for (name, selector, rules, client) in validating.chain(mutating) {
+        evidence.extend(webhook_evidence(name, selector, rules, client, ctx, now));
     }
     CheckResult::judge(
         WEBHOOKS,
