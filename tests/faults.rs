@@ -547,12 +547,7 @@ async fn an_apiserver_restart_mid_convergence_is_survived_without_an_error_loop(
 
 /// Server-side applies done by the operator to objects of `kind`, from its /metrics.
 async fn applies_of(op: &Operator, kind: Kind) -> f64 {
-    let (_, body) = op.http_get("/metrics").await.expect("the operator's /metrics answers");
-    let labels = format!("kind=\"{}\",verb=\"apply\"", kind.as_str());
-    body.lines()
-        .filter(|l| l.starts_with("bulkhead_api_writes_total{") && l.contains(&labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    op.writes(kind.as_str(), "apply").await
 }
 
 /// Whether `live` holds everything `planned` sets (what server-side apply

@@ -684,3 +684,74 @@ async fn wait_for_pod(api: &Api<Pod>, pod: &Pod) -> bool {
     }
     false
 }
+
+/// Objects of one tenant that bulkhead server-side applies (everything it
+/// labels, except the key source Secret, which it creates).
+async fn applied_objects(client: &Client, name: &str) -> BTreeMap<String, String> {
+    let sel =
+        ListParams::default().labels(&format!("bulkhead.dev/tenant={name},app.kubernetes.io/managed-by=bulkhead"));
+    let mut out = BTreeMap::new();
+    macro_rules! collect {
+        ($t:ty) => {
+            for o in Api::<$t>::all(client.clone()).list(&sel).await.expect("list").items {
+                if o.labels().get("bulkhead.dev/role").map(String::as_str) != Some("key-source") {
+                    out.insert(
+                        format!("{}/{}/{}", stringify!($t), o.namespace().unwrap_or_default(), o.name_any()),
+                        String::new(),
+                    );
+                }
+            }
+        };
+    }
+    collect!(Namespace);
+    collect!(NetworkPolicy);
+    collect!(RoleBinding);
+    collect!(LimitRange);
+    collect!(ResourceQuota);
+    collect!(ServiceAccount);
+    collect!(ClusterRole);
+    collect!(ClusterRoleBinding);
+    collect!(Secret);
+    out
+}
+
+#[tokio::test]
+async fn a_new_tenant_costs_one_write_per_object() {
+    const APPLIED: [&str; 9] = [
+        "Namespace",
+        "NetworkPolicy",
+        "RoleBinding",
+        "LimitRange",
+        "ResourceQuota",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Secret",
+    ];
+    let client = admin().await;
+    install_crd(&client).await;
+    let shard = unique("s");
+    // Verification writes status of its own; this test counts the reconciler's writes.
+    let op = Operator::start_with(&shard, &[("BULKHEAD_VERIFY_INTERVAL", "0s")]);
+    // Start-up writes (the shared profile ClusterRoles) are not the tenant's.
+    op.settled_writes(Duration::from_secs(2), WAIT).await;
+    let count = |kind: &'static str, verb: &'static str| op.writes(kind, verb);
+    let applies =
+        || async { futures::future::join_all(APPLIED.map(|k| count(k, "apply"))).await.into_iter().sum::<f64>() };
+    let before = (applies().await, count("Tenant", "patch").await, count("Tenant/status", "patch").await);
+    let before_other = (count("Secret", "create").await, count("Event", "create").await);
+
+    let name = unique("w");
+    let (tenant, _) = with_profiles(&name, &shard, json!(["GDPR"]));
+    apply_tenant(&client, &tenant).await;
+    wait_ready(&client, &name).await;
+    op.settled_writes(Duration::from_secs(2), WAIT).await;
+    let objects = applied_objects(&client, &name).await;
+    assert!(objects.len() > 10, "the tenant's objects: {objects:?}");
+    assert_eq!(applies().await - before.0, objects.len() as f64, "each object applied once: {objects:?}");
+    assert_eq!(count("Tenant", "patch").await - before.1, 1.0, "one finalizer patch");
+    assert_eq!(count("Tenant/status", "patch").await - before.2, 1.0, "one status write");
+    assert_eq!(count("Secret", "create").await - before_other.0, 1.0, "one key source");
+    assert_eq!(count("Event", "create").await - before_other.1, 1.0, "one Event for a new tenant");
+    delete_tenant(&client, &name).await;
+}

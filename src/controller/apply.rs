@@ -65,7 +65,7 @@ pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Err
         .patch(&key.name, &params, &Patch::Apply(&desired))
         .await
         .map_err(|e| Error::api("apply", &key, e))?;
-    ctx.remember_write(key, written.metadata.resource_version);
+    ctx.remember_write(key, &written);
     Ok(outcome)
 }
 

@@ -65,6 +65,9 @@ struct Inner {
     objects: HashMap<Key, Entry>,
     by_tenant: HashMap<String, BTreeSet<Key>>,
     relist: Option<HashMap<Key, Entry>>,
+    /// Highest resourceVersion the watch delivered: a write at or below it
+    /// has already reached the cache, with whatever followed it.
+    seen: u64,
 }
 
 /// What every cache answers whatever its object type, so callers that only
@@ -78,6 +81,10 @@ pub trait Lookup: Send + Sync {
     fn managed_of_tenant(&self, tenant: &str) -> Vec<(Option<String>, String)>;
     /// Waits until the first complete list has arrived.
     fn wait_ready(&self) -> futures::future::BoxFuture<'_, ()>;
+    /// Puts an object bulkhead just wrote (the apiserver's answer) into the
+    /// cache ahead of its watch echo; false when the watch already went past
+    /// it (the echo, or a later change, is already in), and nothing changes.
+    fn write_through(&self, written: serde_json::Value) -> bool;
 }
 
 /// Objects of one kind, by namespace and name, with a per-tenant index.
@@ -88,20 +95,33 @@ pub struct Cache<K> {
     _kind: PhantomData<fn() -> K>,
 }
 
-/// Resource versions of bulkhead's own writes, so their watch echoes do not trigger a reconcile.
-#[derive(Default)]
-pub struct OwnWrites(Mutex<HashMap<ObjectKey, String>>);
+/// Resource versions of bulkhead's own writes, so their watch echoes do not
+/// trigger a reconcile. At most one entry per object: a later write replaces it.
+pub struct OwnWrites<K = ObjectKey>(Mutex<HashMap<K, String>>);
 
-impl OwnWrites {
+impl<K> Default for OwnWrites<K> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: std::hash::Hash + Eq> OwnWrites<K> {
     /// Records that bulkhead just wrote `key` at `resource_version`.
-    pub fn record(&self, key: ObjectKey, resource_version: Option<String>) {
+    pub fn record(&self, key: K, resource_version: Option<String>) {
         if let (Some(rv), Ok(mut map)) = (resource_version, self.0.lock()) {
             map.insert(key, rv);
         }
     }
 
+    /// Forgets a recorded write whose echo will never be looked for.
+    pub fn forget(&self, key: &K) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(key);
+        }
+    }
+
     /// True (once) when this event is the echo of bulkhead's own write.
-    fn is_echo(&self, key: &ObjectKey, resource_version: Option<&str>) -> bool {
+    pub fn is_echo(&self, key: &K, resource_version: Option<&str>) -> bool {
         let Ok(mut map) = self.0.lock() else {
             return false;
         };
@@ -206,7 +226,7 @@ where
         let (ready, _) = watch::channel(false);
         Arc::new(Self {
             kind,
-            inner: RwLock::new(Inner { objects: HashMap::new(), by_tenant: HashMap::new(), relist: None }),
+            inner: RwLock::new(Inner { objects: HashMap::new(), by_tenant: HashMap::new(), relist: None, seen: 0 }),
             ready,
             _kind: PhantomData,
         })
@@ -263,6 +283,9 @@ where
         let Ok(mut inner) = self.inner.write() else {
             return Vec::new();
         };
+        if let watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj) = &event {
+            inner.seen = inner.seen.max(version_number(obj.meta().resource_version.as_deref()));
+        }
         match event {
             watcher::Event::Apply(obj) => {
                 let key = key_of(&obj);
@@ -391,4 +414,32 @@ where
     fn wait_ready(&self) -> futures::future::BoxFuture<'_, ()> {
         Box::pin(Cache::wait_ready(self))
     }
+
+    fn write_through(&self, written: serde_json::Value) -> bool {
+        let Ok(obj) = serde_json::from_value::<K>(written) else {
+            return false;
+        };
+        let version = version_number(obj.meta().resource_version.as_deref());
+        let Ok(mut inner) = self.inner.write() else {
+            return false;
+        };
+        // Versions are compared only to order this write against what the
+        // watch delivered (etcd revisions); an unreadable one is left to the watch.
+        if version == 0 || version <= inner.seen {
+            return false;
+        }
+        let key = key_of(&obj);
+        let entry = entry_of(obj);
+        let tenant = entry.tenant.clone();
+        if let Some(old) = inner.objects.insert(key.clone(), entry) {
+            inner.index_remove(old.tenant.as_deref(), &key);
+        }
+        inner.index_insert(tenant.as_deref(), &key);
+        true
+    }
+}
+
+/// A resourceVersion as the etcd revision it is, 0 when it is not a number.
+fn version_number(resource_version: Option<&str>) -> u64 {
+    resource_version.and_then(|v| v.parse().ok()).unwrap_or(0)
 }

@@ -294,7 +294,7 @@ pub async fn ensure(ctx: &Context, tenant: &Tenant, effective: &Effective) -> Re
                 namespace: Some(ns.clone()),
                 name: source_name.clone(),
             },
-            written.metadata.resource_version,
+            &written,
         );
     }
     let Some(status) = status_of(&material, effective) else {

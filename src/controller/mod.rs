@@ -25,7 +25,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::api::Tenant;
@@ -202,6 +202,8 @@ pub struct Context {
     pub caches: Caches,
     /// Echoes of our own writes.
     pub own_writes: Arc<OwnWrites>,
+    /// Echoes of our own finalizer patches on Tenants, by Tenant name.
+    pub own_tenant_writes: Arc<OwnWrites<String>>,
     /// Kubernetes Event recorder.
     pub recorder: Recorder,
     /// Metrics of this process.
@@ -211,14 +213,21 @@ pub struct Context {
 }
 
 impl Context {
-    /// Remembers a write of ours so its watch echo does not trigger a reconcile,
-    /// unless the echo already arrived (then there is nothing to wait for, and
-    /// an entry would only linger).
-    pub fn remember_write(&self, key: ObjectKey, resource_version: Option<String>) {
-        if resource_version.is_some() && self.caches.resource_version(&key) == resource_version {
+    /// Takes a write of ours into the cache at once, so the next reconcile
+    /// sees it even before the watch does (a stale cache would write again,
+    /// or take a just-created key source for a lost one), and remembers it
+    /// so its watch echo does not trigger a reconcile.
+    pub fn remember_write(&self, key: ObjectKey, written: &impl serde::Serialize) {
+        let Ok(value) = serde_json::to_value(written) else {
             return;
+        };
+        let version = value.pointer("/metadata/resourceVersion").and_then(|v| v.as_str()).map(str::to_string);
+        // Recorded first: the echo may arrive while the cache is updated.
+        self.own_writes.record(key.clone(), version);
+        if !self.caches.of_kind(key.kind).write_through(value) {
+            // The watch is already past this write: its echo has come or never will.
+            self.own_writes.forget(&key);
         }
-        self.own_writes.record(key, resource_version);
     }
 }
 
@@ -289,6 +298,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         options: options.clone(),
         caches,
         own_writes,
+        own_tenant_writes: Default::default(),
         recorder,
         metrics,
         activity: Default::default(),
@@ -358,12 +368,20 @@ async fn lead(
     }
     // managedFields are the bulk of a Tenant and never read: the store keeps Tenants without them.
     let (store, writer) = kube::runtime::reflector::store();
+    let own = ctx.own_tenant_writes.clone();
     let tenant_stream = watcher(tenants, tenant_watch)
         .backoff(backoff::WatchBackoff::default())
         .modify(|t: &mut Tenant| t.metadata.managed_fields = None)
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(intent, Default::default());
+        .predicate_filter(intent, Default::default())
+        // The finalizer a reconcile adds changes the intent, but that
+        // reconcile goes on with it: a second one would only race the status
+        // it is about to write. A finalizer someone else adds or strips still triggers.
+        .filter(move |event| {
+            let echo = event.as_ref().is_ok_and(|t| own.is_echo(&t.name_any(), t.metadata.resource_version.as_deref()));
+            futures::future::ready(!echo)
+        });
     let controller = Controller::for_stream(tenant_stream, store)
         .with_config(controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(50)))
         .reconcile_on(shared_stream(tenant_rx))

@@ -65,7 +65,10 @@ async fn ensure_finalizer(tenant: &Tenant, ctx: &Context) -> Result<(), Error> {
     let name = tenant.name_any();
     let failed = |verb, e| Error::api_named(verb, format!("Tenant {name}"), e);
     match api.patch(&name, &field_manager(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(()),
+        Ok(written) => {
+            ctx.own_tenant_writes.record(name, written.metadata.resource_version);
+            Ok(())
+        }
         // Our copy is older than the cluster's (the watch lags, e.g. after an
         // apiserver restart): if the finalizer is already there, go on.
         Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -246,8 +249,9 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
             }
         }
     }
-    // One security line per grant for the SIEM; one Kubernetes Event for all
-    // of them, so a new tenant costs the apiserver two Events, not one per subject.
+    // One security line per grant for the SIEM; in Kubernetes, the grants are
+    // named on the tenant's one created/updated Event, so a new tenant costs
+    // the apiserver one Event, not one per subject.
     let mut grants = Vec::new();
     for binding in granted {
         let entry = desired.objects.iter().find_map(|o| match o {
@@ -267,9 +271,6 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
         }
     }
     grants.dedup();
-    if !grants.is_empty() {
-        event(ctx, tenant, false, "AccessGranted", "AddedToSpec", format!("granted: {}", grants.join(", "))).await;
-    }
 
     // Without key material, existing projections may be the only copy left: keep them.
     let pruned = prune::prune(ctx, tenant, &desired, &keep, keys_ready).await;
@@ -282,15 +283,11 @@ async fn converge(tenant: &Tenant, ctx: &Context) -> Result<(Report, Action), Er
         let first = previous.is_none_or(|p| p.observed_generation.is_none());
         let (action, reason) =
             if first { (SecurityAction::TenantCreated, "Created") } else { (SecurityAction::TenantUpdated, "Updated") };
-        security(
-            ctx,
-            tenant,
-            action,
-            None,
-            reason,
-            format!("tenant {name} applied: {changed} object(s) created, updated or removed"),
-        )
-        .await;
+        let mut message = format!("tenant {name} applied: {changed} object(s) created, updated or removed");
+        if !grants.is_empty() {
+            message.push_str(&format!("; granted: {}", grants.join(", ")));
+        }
+        security(ctx, tenant, action, None, reason, message).await;
     }
 
     report.isolation_disabled = usable.spec.network.isolation == Isolation::Disabled;

@@ -282,6 +282,16 @@ impl Operator {
         (status == 200).then(|| metric_sum(&body, metric))
     }
 
+    /// Writes the operator counted for one kind and verb (`bulkhead_api_writes_total`).
+    pub async fn writes(&self, kind: &str, verb: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").await.expect("the operator's /metrics answers");
+        let labels = format!("kind=\"{kind}\",verb=\"{verb}\"");
+        body.lines()
+            .filter(|l| l.starts_with("bulkhead_api_writes_total{") && l.contains(&labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Whether the operator process is still alive (it has not exited or crashed).
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
