@@ -63,6 +63,12 @@ struct RunArgs {
     /// Objects of one tenant applied at once.
     #[arg(long, env = "BULKHEAD_APPLY_CONCURRENCY", default_value_t = 16)]
     apply_concurrency: usize,
+    /// Object writes in flight at once across all tenants. Each holds an
+    /// HTTP/1.1 connection (TLS session and buffers, on both sides); beyond
+    /// what the apiserver serves at once more only queue, so the bound
+    /// costs no convergence time and keeps the pool small.
+    #[arg(long, env = "BULKHEAD_API_CONCURRENCY", default_value_t = 64)]
+    api_concurrency: usize,
     /// Log format.
     #[arg(long, env = "BULKHEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -175,6 +181,7 @@ async fn run_command(args: RunArgs) -> Result<(), String> {
     let options = Options {
         concurrency: args.concurrency,
         apply_concurrency: args.apply_concurrency.max(1),
+        api_concurrency: args.api_concurrency.max(1),
         plan: plan::Config { operator_namespace: args.operator_namespace, ..Default::default() },
         instance,
         tenant_selector: args.tenant_selector,

@@ -61,10 +61,11 @@ pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Err
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
     ctx.metrics.api_write(key.kind.as_str(), "apply");
-    let written = api(ctx, &key)
-        .patch(&key.name, &params, &Patch::Apply(&desired))
-        .await
-        .map_err(|e| Error::api("apply", &key, e))?;
+    let written = {
+        let _slot = ctx.api_slots.acquire().await;
+        api(ctx, &key).patch(&key.name, &params, &Patch::Apply(&desired)).await
+    }
+    .map_err(|e| Error::api("apply", &key, e))?;
     ctx.remember_write(key, &written);
     Ok(outcome)
 }
@@ -72,6 +73,7 @@ pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Err
 /// Deletes one object; an object already gone is not an error.
 pub async fn delete(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     ctx.metrics.api_write(key.kind.as_str(), "delete");
+    let _slot = ctx.api_slots.acquire().await;
     match api(ctx, key).delete(&key.name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -86,6 +88,7 @@ pub async fn release(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     let patch = json!({"metadata": {"labels": {LABEL_MANAGED_BY: null}}});
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     ctx.metrics.api_write(key.kind.as_str(), "patch");
+    let _slot = ctx.api_slots.acquire().await;
     match api(ctx, key).patch(&key.name, &params, &Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

@@ -44,6 +44,8 @@ pub struct Options {
     pub concurrency: u16,
     /// Objects of one tenant applied at once.
     pub apply_concurrency: usize,
+    /// Object writes in flight at once across all tenants.
+    pub api_concurrency: usize,
     /// Page size for the initial lists of the watches.
     pub page_size: u32,
     /// The plan configuration.
@@ -78,6 +80,7 @@ impl Default for Options {
         Self {
             concurrency: 64,
             apply_concurrency: 16,
+            api_concurrency: 64,
             page_size: 500,
             plan: plan::Config::default(),
             instance: "bulkhead".into(),
@@ -210,6 +213,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Reconciles in flight, for background work that must yield to them.
     pub activity: activity::Activity,
+    /// Permits for object writes in flight ([`Options::api_concurrency`]).
+    pub api_slots: tokio::sync::Semaphore,
 }
 
 impl Context {
@@ -302,6 +307,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         recorder,
         metrics,
         activity: Default::default(),
+        api_slots: tokio::sync::Semaphore::new(options.api_concurrency.max(1)),
     });
 
     // Every replica keeps its caches warm (fast takeover, readiness); only the

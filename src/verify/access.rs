@@ -273,14 +273,18 @@ async fn other_tenants(ctx: &Ctx<'_>, ids: &[Identity]) -> CheckResult {
     let mut items = Vec::new();
     let mut tenants_probed = BTreeSet::new();
     let mut bound = BTreeSet::new();
-    for who in ids {
-        let mut targets: BTreeSet<String> = probe.iter().cloned().collect();
-        for ns in foreign.keys() {
-            if ctx.view.role_bindings.get(ns).is_some_and(|rbs| rbs.iter().any(|rb| binding_reaches(rb, who))) {
+    // Each namespace's bindings are decoded once, for every identity.
+    let mut targets: Vec<BTreeSet<String>> = ids.iter().map(|_| probe.iter().cloned().collect()).collect();
+    for ns in foreign.keys() {
+        let Some(rbs) = ctx.view.role_bindings.get(ns) else { continue };
+        for (who, targets) in ids.iter().zip(targets.iter_mut()) {
+            if rbs.iter().any(|rb| binding_reaches(rb, who)) {
                 targets.insert(ns.clone());
                 bound.insert(ns.clone());
             }
         }
+    }
+    for (who, targets) in ids.iter().zip(targets) {
         for ns in targets {
             for (group, resource, sub, verb) in FOREIGN {
                 items.push((who, Attrs::new(Some(&ns), verb, group, resource).sub(sub), false));

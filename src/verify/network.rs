@@ -522,7 +522,7 @@ pub fn run(ctx: &Ctx<'_>) -> CheckResult {
     }
     let mut model = Model { namespaces: ctx.view.namespaces.clone(), policies: BTreeMap::new() };
     for ns in others.keys() {
-        model.policies.insert(ns.clone(), ctx.view.policies.get(ns).cloned().unwrap_or_default());
+        model.policies.insert(ns.clone(), ctx.view.policies.get(ns).unwrap_or_default());
     }
     for ns in own {
         // The tenant's own policies as read just now.

@@ -7,6 +7,7 @@
 //! live objects, read fresh for every check of that tenant.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::marker::PhantomData;
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
@@ -14,8 +15,10 @@ use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DynamicObject, ListParams, ObjectList};
 use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -94,6 +97,53 @@ fn is_bulkhead<K: Resource>(o: &K) -> bool {
         || o.meta().labels.as_ref().and_then(|l| l.get(plan::LABEL_MANAGED_BY)).is_some_and(|v| v == plan::MANAGED_BY)
 }
 
+/// The view's copy of a cluster-wide object: its spec, subjects and name,
+/// which is all the connectivity model and the access checks read; labels
+/// and annotations were most of each. (A tenant's own objects, compared
+/// field by field, are read separately.)
+fn identity_only<K: Resource>(mut o: K) -> K {
+    let meta = o.meta_mut();
+    *meta = ObjectMeta { name: meta.name.take(), namespace: meta.namespace.take(), ..Default::default() };
+    o
+}
+
+/// Objects of one kind by namespace, each namespace's kept as one compact
+/// JSON array and decoded when a check asks for it. The operator keeps its
+/// view for minutes; at a thousand tenants the typed form of every policy
+/// and binding in the cluster was the largest part of its memory.
+#[derive(Clone, Debug)]
+pub struct ByNamespace<K> {
+    packed: BTreeMap<String, Box<[u8]>>,
+    _kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Default for ByNamespace<K> {
+    fn default() -> Self {
+        Self { packed: BTreeMap::new(), _kind: PhantomData }
+    }
+}
+
+impl<K: Resource + Serialize + DeserializeOwned> ByNamespace<K> {
+    /// Groups `objects` by namespace, keeping only what the checks read (see [`identity_only`]).
+    pub fn pack(objects: impl IntoIterator<Item = K>) -> Self {
+        let mut by_ns: BTreeMap<String, Vec<K>> = BTreeMap::new();
+        for o in objects {
+            by_ns.entry(o.meta().namespace.clone().unwrap_or_default()).or_default().push(identity_only(o));
+        }
+        let packed = by_ns
+            .into_iter()
+            // Serializing objects that were just decoded cannot fail.
+            .map(|(ns, v)| (ns, serde_json::to_vec(&v).unwrap_or_default().into_boxed_slice()))
+            .collect();
+        Self { packed, _kind: PhantomData }
+    }
+
+    /// The objects in `ns`, if it holds any.
+    pub fn get(&self, ns: &str) -> Option<Vec<K>> {
+        self.packed.get(ns).and_then(|bytes| serde_json::from_slice(bytes).ok())
+    }
+}
+
 /// What every tenant's checks share, read once per run.
 pub struct ClusterView {
     /// Every Tenant.
@@ -101,9 +151,9 @@ pub struct ClusterView {
     /// Every namespace and its labels.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Every NetworkPolicy, by namespace.
-    pub policies: BTreeMap<String, Vec<NetworkPolicy>>,
+    pub policies: ByNamespace<NetworkPolicy>,
     /// Every RoleBinding, by namespace.
-    pub role_bindings: BTreeMap<String, Vec<RoleBinding>>,
+    pub role_bindings: ByNamespace<RoleBinding>,
     /// bulkhead's webhook configurations.
     pub webhooks: Webhooks,
     /// Pod networks used to model pod addresses.
@@ -127,20 +177,16 @@ impl ClusterView {
             .into_iter()
             .map(|n| (n.name_any(), n.labels().clone()))
             .collect();
-        let mut policies: BTreeMap<String, Vec<NetworkPolicy>> = BTreeMap::new();
-        for p in list_all(&Api::<NetworkPolicy>::all(client.clone()), &lp)
-            .await
-            .map_err(|e| VerifyError::api("list NetworkPolicies", e))?
-        {
-            policies.entry(p.namespace().unwrap_or_default()).or_default().push(p);
-        }
-        let mut role_bindings: BTreeMap<String, Vec<RoleBinding>> = BTreeMap::new();
-        for rb in list_all(&Api::<RoleBinding>::all(client.clone()), &lp)
-            .await
-            .map_err(|e| VerifyError::api("list RoleBindings", e))?
-        {
-            role_bindings.entry(rb.namespace().unwrap_or_default()).or_default().push(rb);
-        }
+        let policies = ByNamespace::pack(
+            list_all(&Api::<NetworkPolicy>::all(client.clone()), &lp)
+                .await
+                .map_err(|e| VerifyError::api("list NetworkPolicies", e))?,
+        );
+        let role_bindings = ByNamespace::pack(
+            list_all(&Api::<RoleBinding>::all(client.clone()), &lp)
+                .await
+                .map_err(|e| VerifyError::api("list RoleBindings", e))?,
+        );
         let (vwc, mwc) = (
             Api::<ValidatingWebhookConfiguration>::all(client.clone()),
             Api::<MutatingWebhookConfiguration>::all(client.clone()),
@@ -450,5 +496,33 @@ impl TenantFacts {
     /// The tenant's namespaces (held and planned).
     pub fn namespaces(&self) -> &[String] {
         &self.desired.namespaces
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(ns: &str, name: &str) -> NetworkPolicy {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "uid": "u", "resourceVersion": "7",
+                         "labels": {"app.kubernetes.io/managed-by": "bulkhead"}, "annotations": {"a": "b"}},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"t": "x"}}}]}]}
+        }))
+        .expect("policy")
+    }
+
+    #[test]
+    fn packed_objects_keep_spec_and_identity_per_namespace() {
+        let packed = ByNamespace::pack([policy("a", "p1"), policy("b", "p2"), policy("a", "p3")]);
+        let a = packed.get("a").expect("namespace a");
+        assert_eq!(a.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["p1", "p3"]);
+        assert_eq!(a[0].spec, policy("a", "p1").spec);
+        assert_eq!(a[0].metadata.namespace.as_deref(), Some("a"));
+        assert!(a[0].metadata.labels.is_none() && a[0].metadata.annotations.is_none() && a[0].metadata.uid.is_none());
+        assert_eq!(packed.get("b").map(|v| v.len()), Some(1));
+        assert!(packed.get("c").is_none());
     }
 }
