@@ -171,10 +171,9 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// A delay uniformly between `lo` and `hi`.
-    fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        let span = (hi - lo).as_millis() as u64;
-        lo + Duration::from_millis(self.next() % (span + 1))
+    /// A number uniformly between `lo` and `hi`.
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
     }
 }
 
@@ -390,18 +389,23 @@ async fn killed_mid_convergence_ends_exactly_like_a_clean_run() {
     let clean_op = start_slow_operator(&clean_shard);
     let mut killed_op = start_slow_operator(&killed_shard);
     for round in 1..=5 {
-        // Counted from the first write of this incarnation: its start-up (cache sync) alone takes seconds
-        // here, and a kill before any write would test nothing.
-        wait_for("the restarted operator's first write", CONVERGE, || async {
-            killed_op.metric("bulkhead_api_writes_total").await.filter(|&w| w > 0.0)
+        // Each kill lands after a random number of this incarnation's own
+        // writes: its start-up (cache sync) takes seconds here, a kill before
+        // any write would test nothing, and at most 220 writes a round keep
+        // all five kills inside the ~1,500 writes the set needs (a time-based
+        // schedule let a faster operator converge before the fifth).
+        let after = rng.between(20, 220) as f64;
+        wait_for("the restarted operator's writes before the kill", CONVERGE, || async {
+            let w = killed_op.metric("bulkhead_api_writes_total").await?;
+            (w >= after).then_some(())
         })
         .await;
-        let delay = rng.between(Duration::from_millis(200), Duration::from_secs(3));
-        tokio::time::sleep(delay).await;
         let writes = killed_op.metric("bulkhead_api_writes_total").await.unwrap_or_default();
         killed_op.kill();
         let (ready, all) = ready_count(&client, &killed_shard).await.unwrap_or_default();
-        eprintln!("faults: kill {round} {delay:?} after the first write, after {writes} writes: {ready}/{all} Ready");
+        eprintln!(
+            "faults: kill {round} after {writes} writes of this incarnation (aimed at {after}): {ready}/{all} Ready"
+        );
         killed_op.restart();
     }
     futures::join!(
