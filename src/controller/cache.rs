@@ -443,3 +443,55 @@ where
 fn version_number(resource_version: Option<&str>) -> u64 {
     resource_version.and_then(|v| v.parse().ok()).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Secret;
+    use serde_json::json;
+
+    fn secret(rv: &str, value: &str) -> Secret {
+        serde_json::from_value(json!({
+            "metadata": {"name": "s", "namespace": "ns", "resourceVersion": rv,
+                         "labels": {LABEL_TENANT: "acme", LABEL_MANAGED_BY: MANAGED_BY}},
+            "data": {"k": value}
+        }))
+        .expect("secret")
+    }
+
+    fn cached(cache: &Cache<Secret>) -> Option<(String, serde_json::Value)> {
+        let rv = cache.resource_version(Some("ns"), "s")?;
+        Some((rv, cache.json(Some("ns"), "s")?["data"]["k"].clone()))
+    }
+
+    fn write_through(cache: &Cache<Secret>, s: Secret) -> bool {
+        Lookup::write_through(cache, serde_json::to_value(s).expect("json"))
+    }
+
+    #[test]
+    fn a_write_is_cached_before_its_echo() {
+        let cache = Cache::<Secret>::new(Kind::Secret);
+        assert!(write_through(&cache, secret("10", "YQ==")));
+        assert_eq!(cached(&cache), Some(("10".into(), json!("YQ=="))));
+        assert_eq!(cache.managed_of_tenant("acme"), vec![(Some("ns".into()), "s".into())]);
+        // The echo replaces it with the same content.
+        cache.apply(watcher::Event::Apply(secret("10", "YQ==")));
+        assert_eq!(cached(&cache), Some(("10".into(), json!("YQ=="))));
+    }
+
+    #[test]
+    fn a_write_never_masks_what_the_watch_delivered_after_it() {
+        let cache = Cache::<Secret>::new(Kind::Secret);
+        // Someone changed the object after our write and the watch saw it first.
+        cache.apply(watcher::Event::Apply(secret("12", "Yg==")));
+        assert!(!write_through(&cache, secret("11", "YQ==")));
+        assert_eq!(cached(&cache), Some(("12".into(), json!("Yg=="))));
+        // Deleted after our write: no ghost comes back.
+        cache.apply(watcher::Event::Delete(secret("20", "Yg==")));
+        assert!(!write_through(&cache, secret("15", "YQ==")));
+        assert_eq!(cached(&cache), None);
+        // A version that is not a number is left to the watch.
+        assert!(!write_through(&cache, secret("x", "YQ==")));
+        assert_eq!(cached(&cache), None);
+    }
+}
