@@ -158,11 +158,15 @@ fn tenant(name: &str, shard: &str, namespaces: &[&str], extra: Value) -> Value {
 }
 
 async fn apply_tenant_as(client: &Client, tenant: &Value) -> Result<Tenant, kube::Error> {
+    apply_tenant_with(client, tenant, PatchParams::apply("e2e").force()).await
+}
+
+async fn apply_tenant_with(client: &Client, tenant: &Value, params: PatchParams) -> Result<Tenant, kube::Error> {
     let name = tenant["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let mut body = tenant.clone();
     body["apiVersion"] = json!("bulkhead.dev/v1alpha1");
     body["kind"] = json!("Tenant");
-    Api::<Tenant>::all(client.clone()).patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&body)).await
+    Api::<Tenant>::all(client.clone()).patch(&name, &params, &Patch::Apply(&body)).await
 }
 
 async fn wait_ready(client: &Client, name: &str) -> Tenant {
@@ -896,10 +900,14 @@ async fn tenants_cannot_take_namespaces_or_drop_them_silently() {
     let other = unique("f");
     let plain: Namespace = serde_json::from_value(json!({"metadata": {"name": format!("{other}-legacy")}})).unwrap();
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &plain).await.unwrap();
-    let m = denied(
-        "claiming a foreign namespace",
-        apply_tenant_as(&root, &tenant(&other, &shard, &["legacy"], json!({}))).await,
-    );
+    let claim = tenant(&other, &shard, &["legacy"], json!({}));
+    // The webhook judges from its watch of namespaces, which may lag the
+    // create by a moment (the controller refuses the takeover either way).
+    wait_for("the webhook to see the new namespace", WAIT, || async {
+        apply_tenant_with(&root, &claim, PatchParams::apply("e2e").force().dry_run()).await.is_err().then_some(())
+    })
+    .await;
+    let m = denied("claiming a foreign namespace", apply_tenant_as(&root, &claim).await);
     assert!(m.contains("[tenant.namespace-foreign] spec.namespaces"), "{m}");
 
     // A spec the plan cannot express is refused at the door.
