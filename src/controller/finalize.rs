@@ -35,6 +35,8 @@ async fn remove_finalizer(tenant: &Tenant, ctx: &Context) -> Result<(), Error> {
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version()}});
     ctx.metrics.api_write("Tenant", "patch");
     ctx.metrics.forget_tenant(&tenant.name_any());
+    // A finalizer patch whose echo never came (the Tenant went first) must not linger.
+    ctx.own_tenant_writes.forget(&tenant.name_any());
     match Api::<Tenant>::all(ctx.client.clone())
         .patch(&tenant.name_any(), &field_manager(), &Patch::Merge(&patch))
         .await

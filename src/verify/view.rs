@@ -51,16 +51,30 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let mut out = Vec::new();
+    for_each_page(api, params, |page| out.extend(page)).await?;
+    Ok(out)
+}
+
+/// Hands every page of a list to `take`, each object without managedFields.
+async fn for_each_page<K>(api: &Api<K>, params: &ListParams, mut take: impl FnMut(Vec<K>)) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
     let mut params = params.clone().limit(500);
     loop {
         let page: ObjectList<K> = api.list(&params).await?;
-        out.extend(page.items.into_iter().map(|mut o| {
-            o.meta_mut().managed_fields = None;
-            o
-        }));
+        take(
+            page.items
+                .into_iter()
+                .map(|mut o| {
+                    o.meta_mut().managed_fields = None;
+                    o
+                })
+                .collect(),
+        );
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(out),
+            None => return Ok(()),
         }
     }
 }
@@ -126,16 +140,37 @@ impl<K> Default for ByNamespace<K> {
 impl<K: Resource + Serialize + DeserializeOwned> ByNamespace<K> {
     /// Groups `objects` by namespace, keeping only what the checks read (see [`identity_only`]).
     pub fn pack(objects: impl IntoIterator<Item = K>) -> Self {
+        let mut packed = Self::default();
+        packed.extend(objects);
+        packed
+    }
+
+    /// Lists every object of the kind and packs it page by page, so no more
+    /// than one page is ever held in typed form.
+    pub async fn list(api: &Api<K>, params: &ListParams) -> Result<Self, kube::Error>
+    where
+        K: Clone + std::fmt::Debug,
+    {
+        let mut packed = Self::default();
+        for_each_page(api, params, |page| packed.extend(page)).await?;
+        Ok(packed)
+    }
+
+    fn extend(&mut self, objects: impl IntoIterator<Item = K>) {
         let mut by_ns: BTreeMap<String, Vec<K>> = BTreeMap::new();
         for o in objects {
             by_ns.entry(o.meta().namespace.clone().unwrap_or_default()).or_default().push(identity_only(o));
         }
-        let packed = by_ns
-            .into_iter()
+        for (ns, mut objects) in by_ns {
+            // A namespace split across pages: append to what the earlier page packed.
+            if let Some(earlier) = self.packed.remove(&ns) {
+                let mut all: Vec<K> = serde_json::from_slice(&earlier).unwrap_or_default();
+                all.append(&mut objects);
+                objects = all;
+            }
             // Serializing objects that were just decoded cannot fail.
-            .map(|(ns, v)| (ns, serde_json::to_vec(&v).unwrap_or_default().into_boxed_slice()))
-            .collect();
-        Self { packed, _kind: PhantomData }
+            self.packed.insert(ns, serde_json::to_vec(&objects).unwrap_or_default().into_boxed_slice());
+        }
     }
 
     /// The objects in `ns`, if it holds any.
@@ -177,16 +212,12 @@ impl ClusterView {
             .into_iter()
             .map(|n| (n.name_any(), n.labels().clone()))
             .collect();
-        let policies = ByNamespace::pack(
-            list_all(&Api::<NetworkPolicy>::all(client.clone()), &lp)
-                .await
-                .map_err(|e| VerifyError::api("list NetworkPolicies", e))?,
-        );
-        let role_bindings = ByNamespace::pack(
-            list_all(&Api::<RoleBinding>::all(client.clone()), &lp)
-                .await
-                .map_err(|e| VerifyError::api("list RoleBindings", e))?,
-        );
+        let policies = ByNamespace::list(&Api::<NetworkPolicy>::all(client.clone()), &lp)
+            .await
+            .map_err(|e| VerifyError::api("list NetworkPolicies", e))?;
+        let role_bindings = ByNamespace::list(&Api::<RoleBinding>::all(client.clone()), &lp)
+            .await
+            .map_err(|e| VerifyError::api("list RoleBindings", e))?;
         let (vwc, mwc) = (
             Api::<ValidatingWebhookConfiguration>::all(client.clone()),
             Api::<MutatingWebhookConfiguration>::all(client.clone()),
@@ -524,5 +555,14 @@ mod tests {
         assert!(a[0].metadata.labels.is_none() && a[0].metadata.annotations.is_none() && a[0].metadata.uid.is_none());
         assert_eq!(packed.get("b").map(|v| v.len()), Some(1));
         assert!(packed.get("c").is_none());
+    }
+
+    #[test]
+    fn a_namespace_split_across_pages_is_kept_whole() {
+        let mut packed = ByNamespace::pack([policy("a", "p1")]);
+        packed.extend([policy("a", "p2"), policy("b", "p3")]);
+        let names = |ns| packed.get(ns).unwrap_or_default().iter().map(|p| p.name_any()).collect::<Vec<_>>();
+        assert_eq!(names("a"), ["p1", "p2"]);
+        assert_eq!(names("b"), ["p3"]);
     }
 }
