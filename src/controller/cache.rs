@@ -82,8 +82,9 @@ pub trait Lookup: Send + Sync {
     /// Waits until the first complete list has arrived.
     fn wait_ready(&self) -> futures::future::BoxFuture<'_, ()>;
     /// Puts an object bulkhead just wrote (the apiserver's answer) into the
-    /// cache ahead of its watch echo; false when the watch already went past
-    /// it (the echo, or a later change, is already in), and nothing changes.
+    /// cache ahead of its watch echo. False when the watch already went past
+    /// it (the echo, or a later change, is already in): nothing changes and
+    /// no echo is to come.
     fn write_through(&self, written: serde_json::Value) -> bool;
 }
 
@@ -424,8 +425,12 @@ where
             return false;
         };
         // Versions are compared only to order this write against what the
-        // watch delivered (etcd revisions); an unreadable one is left to the watch.
-        if version == 0 || version <= inner.seen {
+        // watch delivered (etcd revisions); an unreadable one is left to the
+        // watch, whose echo is then still to come.
+        if version == 0 {
+            return true;
+        }
+        if version <= inner.seen {
             return false;
         }
         let key = key_of(&obj);
@@ -490,8 +495,8 @@ mod tests {
         cache.apply(watcher::Event::Delete(secret("20", "Yg==")));
         assert!(!write_through(&cache, secret("15", "YQ==")));
         assert_eq!(cached(&cache), None);
-        // A version that is not a number is left to the watch.
-        assert!(!write_through(&cache, secret("x", "YQ==")));
+        // A version that is not a number is left to the watch (its echo is still to come).
+        assert!(write_through(&cache, secret("x", "YQ==")));
         assert_eq!(cached(&cache), None);
     }
 }
