@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bulkhead::api::Tenant;
@@ -687,18 +687,15 @@ async fn wait_for_pod(api: &Api<Pod>, pod: &Pod) -> bool {
 
 /// Objects of one tenant that bulkhead server-side applies (everything it
 /// labels, except the key source Secret, which it creates).
-async fn applied_objects(client: &Client, name: &str) -> BTreeMap<String, String> {
+async fn applied_objects(client: &Client, name: &str) -> BTreeSet<String> {
     let sel =
         ListParams::default().labels(&format!("bulkhead.dev/tenant={name},app.kubernetes.io/managed-by=bulkhead"));
-    let mut out = BTreeMap::new();
+    let mut out = BTreeSet::new();
     macro_rules! collect {
         ($t:ty) => {
             for o in Api::<$t>::all(client.clone()).list(&sel).await.expect("list").items {
                 if o.labels().get("bulkhead.dev/role").map(String::as_str) != Some("key-source") {
-                    out.insert(
-                        format!("{}/{}/{}", stringify!($t), o.namespace().unwrap_or_default(), o.name_any()),
-                        String::new(),
-                    );
+                    out.insert(format!("{}/{}/{}", stringify!($t), o.namespace().unwrap_or_default(), o.name_any()));
                 }
             }
         };

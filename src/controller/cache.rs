@@ -200,6 +200,17 @@ fn entry_of<K: kube::Resource + Serialize>(mut obj: K) -> Entry {
 }
 
 impl Inner {
+    /// Stores `entry` under `key`, keeping the per-tenant index in step; the entry it replaced.
+    fn put(&mut self, key: &Key, entry: Entry) -> Option<Entry> {
+        let tenant = entry.tenant.clone();
+        let old = self.objects.insert(key.clone(), entry);
+        if let Some(old) = &old {
+            self.index_remove(old.tenant.as_deref(), key);
+        }
+        self.index_insert(tenant.as_deref(), key);
+        old
+    }
+
     fn index_insert(&mut self, entry_tenant: Option<&str>, key: &Key) {
         if let Some(t) = entry_tenant {
             self.by_tenant.entry(t.to_string()).or_default().insert(key.clone());
@@ -292,15 +303,9 @@ where
                 let key = key_of(&obj);
                 let entry = entry_of(obj);
                 let change = entry.change(&key);
-                let new_tenant = entry.tenant.clone();
-                let old = inner.objects.insert(key.clone(), entry);
-                if let Some(old) = &old {
-                    inner.index_remove(old.tenant.as_deref(), &key);
-                }
-                inner.index_insert(new_tenant.as_deref(), &key);
                 // A relabelled object concerns the tenant it was taken from too.
-                match old {
-                    Some(old) if old.tenant != new_tenant => vec![change, old.change(&key)],
+                match inner.put(&key, entry) {
+                    Some(old) if old.tenant.as_deref() != change.tenant.as_deref() => vec![change, old.change(&key)],
                     _ => vec![change],
                 }
             }
@@ -434,12 +439,7 @@ where
             return false;
         }
         let key = key_of(&obj);
-        let entry = entry_of(obj);
-        let tenant = entry.tenant.clone();
-        if let Some(old) = inner.objects.insert(key.clone(), entry) {
-            inner.index_remove(old.tenant.as_deref(), &key);
-        }
-        inner.index_insert(tenant.as_deref(), &key);
+        inner.put(&key, entry_of(obj));
         true
     }
 }

@@ -151,10 +151,10 @@ impl Caches {
 
     /// The cached object for `key`, as JSON (without identity and version fields).
     pub fn observed(&self, key: &ObjectKey) -> Option<serde_json::Value> {
-        let value = self.of_kind(key.kind).json(key.namespace.as_deref(), &key.name)?;
+        let mut value = self.of_kind(key.kind).json(key.namespace.as_deref(), &key.name)?;
         match key.kind {
             // The namespace cache holds metadata only.
-            Kind::Namespace => value.get("metadata").cloned(),
+            Kind::Namespace => value.get_mut("metadata").map(serde_json::Value::take),
             _ => Some(value),
         }
     }

@@ -138,13 +138,6 @@ impl<K> Default for ByNamespace<K> {
 }
 
 impl<K: Resource + Serialize + DeserializeOwned> ByNamespace<K> {
-    /// Groups `objects` by namespace, keeping only what the checks read (see [`identity_only`]).
-    pub fn pack(objects: impl IntoIterator<Item = K>) -> Self {
-        let mut packed = Self::default();
-        packed.extend(objects);
-        packed
-    }
-
     /// Lists every object of the kind and packs it page by page, so no more
     /// than one page is ever held in typed form.
     pub async fn list(api: &Api<K>, params: &ListParams) -> Result<Self, kube::Error>
@@ -156,6 +149,7 @@ impl<K: Resource + Serialize + DeserializeOwned> ByNamespace<K> {
         Ok(packed)
     }
 
+    /// Adds `objects` by namespace, keeping only what the checks read (see [`identity_only`]).
     fn extend(&mut self, objects: impl IntoIterator<Item = K>) {
         let mut by_ns: BTreeMap<String, Vec<K>> = BTreeMap::new();
         for o in objects {
@@ -547,7 +541,8 @@ mod tests {
 
     #[test]
     fn packed_objects_keep_spec_and_identity_per_namespace() {
-        let packed = ByNamespace::pack([policy("a", "p1"), policy("b", "p2"), policy("a", "p3")]);
+        let mut packed = ByNamespace::default();
+        packed.extend([policy("a", "p1"), policy("b", "p2"), policy("a", "p3")]);
         let a = packed.get("a").expect("namespace a");
         assert_eq!(a.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["p1", "p3"]);
         assert_eq!(a[0].spec, policy("a", "p1").spec);
@@ -559,7 +554,8 @@ mod tests {
 
     #[test]
     fn a_namespace_split_across_pages_is_kept_whole() {
-        let mut packed = ByNamespace::pack([policy("a", "p1")]);
+        let mut packed = ByNamespace::default();
+        packed.extend([policy("a", "p1")]);
         packed.extend([policy("a", "p2"), policy("b", "p3")]);
         let names = |ns| packed.get(ns).unwrap_or_default().iter().map(|p| p.name_any()).collect::<Vec<_>>();
         assert_eq!(names("a"), ["p1", "p2"]);

@@ -286,10 +286,8 @@ impl Operator {
     pub async fn writes(&self, kind: &str, verb: &str) -> f64 {
         let (_, body) = self.http_get("/metrics").await.expect("the operator's /metrics answers");
         let labels = format!("kind=\"{kind}\",verb=\"{verb}\"");
-        body.lines()
-            .filter(|l| l.starts_with("bulkhead_api_writes_total{") && l.contains(&labels))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        let series: Vec<&str> = body.lines().filter(|l| l.contains(&labels)).collect();
+        metric_sum(&series.join("\n"), "bulkhead_api_writes_total")
     }
 
     /// Whether the operator process is still alive (it has not exited or crashed).
