@@ -208,16 +208,42 @@ struct Proc {
     child: Child,
 }
 
+/// User plus system CPU seconds of a process (0 when it is gone).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// CPU seconds of each local control-plane process (etcd, kube-apiserver,
+/// kube-controller-manager), from the pid files `e2e/cluster up` writes;
+/// empty for another cluster. On two cores the operator and the control
+/// plane share the CPU: where a phase's CPU goes explains its time.
+fn control_plane_cpu() -> BTreeMap<String, f64> {
+    if std::env::var_os("BENCH_KUBECONFIG").is_some() {
+        return BTreeMap::new();
+    }
+    ["etcd", "kube-apiserver", "kube-controller-manager"]
+        .into_iter()
+        .filter_map(|name| {
+            let pid = std::fs::read_to_string(repo().join(format!("e2e/.cluster/pids/{name}.pid"))).ok()?;
+            Some((name.to_string(), cpu_seconds(pid.trim().parse().ok()?)))
+        })
+        .collect()
+}
+
+fn cpu_delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after.iter().map(|(k, v)| (k.clone(), ((v - before.get(k).unwrap_or(&0.0)) * 10.0).round() / 10.0)).collect()
+}
+
 impl Proc {
     fn pid(&self) -> u32 {
         self.child.id()
     }
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        ticks / 100.0
+        cpu_seconds(self.pid())
     }
     fn status_kib(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
@@ -452,9 +478,15 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
     let names: Vec<String> = (0..n).map(|i| format!("c{run}-{i}")).collect();
     println!("\n## N = {n} tenants x 2 namespaces");
 
+    let floor_cpu0 = control_plane_cpu();
     let floor_time = floor(client, &floor_names).await;
+    let floor_cpu = cpu_delta(&control_plane_cpu(), &floor_cpu0);
     let objects_per_tenant = floor_objects("x").len();
-    println!("floor: {} objects applied in {:.2}s", n * objects_per_tenant, floor_time.as_secs_f64());
+    println!(
+        "floor: {} objects applied in {:.2}s; control-plane CPU s {floor_cpu:?}",
+        n * objects_per_tenant,
+        floor_time.as_secs_f64()
+    );
 
     let settled = settle(client).await;
     println!("floor's follow-up settled after {:.1}s", settled.as_secs_f64());
@@ -466,6 +498,7 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = requests_by_verb(client).await;
     let cpu0 = op.cpu_seconds();
+    let conv_cp_cpu0 = control_plane_cpu();
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &kube::core::ApiResource::erase::<Tenant>(&()));
     let start = Instant::now();
     futures::stream::iter(names.iter())
@@ -485,9 +518,10 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
     let after = requests_by_verb(client).await;
     let conv_requests = delta(&after, &before);
     let conv_cpu = op.cpu_seconds() - cpu0;
+    let conv_cp_cpu = cpu_delta(&control_plane_cpu(), &conv_cp_cpu0);
     let ratio = converge.as_secs_f64() / floor_time.as_secs_f64();
     println!(
-        "convergence: {:.2}s to all Ready; ratio to floor {ratio:.2} (target <= 1.3); operator CPU {conv_cpu:.1}s; requests {conv_requests:?}",
+        "convergence: {:.2}s to all Ready; ratio to floor {ratio:.2} (target <= 1.3); operator CPU {conv_cpu:.1}s; control-plane CPU s {conv_cp_cpu:?}; requests {conv_requests:?}",
         converge.as_secs_f64()
     );
 
@@ -509,14 +543,18 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
     let idle_writes = writes(&idle_requests);
     let idle_cpu = op.cpu_seconds() - idle_cpu0;
     let steady_rss = op.status_kib("VmRSS:");
+    // Heap and stacks versus the binary's own pages (file-backed, shared, reclaimable).
+    let (steady_anon, steady_file) = (op.status_kib("RssAnon:"), op.status_kib("RssFile:"));
     let hwm = op.status_kib("VmHWM:").max(peak_rss);
     println!(
         "idle {idle_secs}s: operator's own API writes {own_idle_writes:?} (target 0) {own_idle_by_kind:?}; whole apiserver {idle_writes} writes incl. kube-controller-manager and access reviews; operator CPU {idle_cpu:.2}s; requests {idle_requests:?}"
     );
     println!(
-        "memory: peak {:.1} MiB, steady {:.1} MiB (target < 40 MiB at 1,000)",
+        "memory: peak {:.1} MiB, steady {:.1} MiB (anonymous {:.1}, file-backed {:.1}) (target < 40 MiB at 1,000)",
         hwm as f64 / 1024.0,
-        steady_rss as f64 / 1024.0
+        steady_rss as f64 / 1024.0,
+        steady_anon as f64 / 1024.0,
+        steady_file as f64 / 1024.0
     );
 
     let drift = drift(client, &names, drift_rounds).await;
@@ -546,6 +584,10 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
         "operator_cpu_seconds_idle": idle_cpu,
         "rss_peak_mib": hwm as f64 / 1024.0,
         "rss_steady_mib": steady_rss as f64 / 1024.0,
+        "rss_steady_anonymous_mib": steady_anon as f64 / 1024.0,
+        "rss_steady_file_mib": steady_file as f64 / 1024.0,
+        "control_plane_cpu_seconds_floor": floor_cpu,
+        "control_plane_cpu_seconds_convergence": conv_cp_cpu,
         "ready_progress": progress,
         "floor_follow_up_settled_seconds": settled.as_secs_f64(),
         "drift_ms": drift.iter().map(|(k, (a, b))| (k.to_string(), json!({"p50": ms(*a), "p99": ms(*b)}))).collect::<BTreeMap<_, _>>(),

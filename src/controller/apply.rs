@@ -5,6 +5,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::{Context, Error, diff};
+use crate::plan::object::Kind;
 use crate::plan::{FIELD_MANAGER, LABEL_MANAGED_BY, ManagedObject, ObjectKey};
 
 /// What applying one object did.
@@ -26,35 +27,49 @@ fn api(ctx: &Context, key: &ObjectKey) -> Api<DynamicObject> {
     }
 }
 
-/// The planned object as it is sent: JSON with the applied-hash annotation.
-pub fn desired_json(object: &ManagedObject) -> Value {
+/// The planned object as it is sent (JSON with the applied-hash annotation) and that hash.
+pub fn stamped(object: &ManagedObject) -> (Value, String) {
     let mut value = object.to_json();
-    diff::stamp(&mut value);
-    value
+    let hash = diff::stamp(&mut value);
+    (value, hash)
 }
 
-/// Whether the cluster already holds `desired` (as stamped by [`desired_json`]).
-pub fn is_current(ctx: &Context, key: &ObjectKey, desired: &Value) -> Option<bool> {
-    let observed = ctx.caches.observed(key)?;
-    let mut wanted = desired.clone();
-    if let Some(map) = wanted.as_object_mut() {
-        // The namespace cache holds metadata only; apiVersion and kind never drift.
+/// The planned object as it is sent: JSON with the applied-hash annotation.
+pub fn desired_json(object: &ManagedObject) -> Value {
+    stamped(object).0
+}
+
+/// What of a stamped desired object is compared with the cluster: not
+/// apiVersion and kind, which never drift; for a namespace its metadata,
+/// all the namespace cache holds.
+pub fn comparable(kind: Kind, mut desired: Value) -> Value {
+    if let Some(map) = desired.as_object_mut() {
         map.remove("apiVersion");
         map.remove("kind");
     }
-    let wanted = match key.kind {
-        crate::plan::object::Kind::Namespace => wanted.get("metadata").cloned().unwrap_or(Value::Null),
-        _ => wanted,
+    match kind {
+        Kind::Namespace => desired.get_mut("metadata").map(Value::take).unwrap_or(Value::Null),
+        _ => desired,
+    }
+}
+
+/// Whether an object as the cluster holds it (a cached copy or a write's
+/// answer) holds `wanted` (see [`comparable`]).
+pub fn holds(kind: Kind, observed: &Value, wanted: &Value) -> bool {
+    let observed = match kind {
+        Kind::Namespace => &observed["metadata"],
+        _ => observed,
     };
-    Some(diff::contains(&observed, &wanted))
+    diff::contains(observed, wanted)
 }
 
 /// Applies one object with server-side apply, forcing ownership of the
 /// fields bulkhead manages, unless the cache shows it is already as planned.
 pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Error> {
     let key = object.key();
-    let desired = desired_json(object);
-    let outcome = match is_current(ctx, &key, &desired) {
+    let (desired, hash) = stamped(object);
+    let wanted = comparable(key.kind, desired.clone());
+    let outcome = match ctx.caches.is_as_planned(&key, &hash, &wanted) {
         Some(true) => return Ok(Applied::Unchanged),
         Some(false) => Applied::Updated,
         None => Applied::Created,
@@ -66,7 +81,12 @@ pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Err
         api(ctx, &key).patch(&key.name, &params, &Patch::Apply(&desired)).await
     }
     .map_err(|e| Error::api("apply", &key, e))?;
-    ctx.remember_write(key, &written);
+    // An answer that does not hold the plan (another admission webhook
+    // changed it) is cached whole and compared again on the next reconcile.
+    if let Ok(written) = serde_json::to_value(written) {
+        let as_planned = holds(key.kind, &written, &wanted);
+        ctx.remember_write(key, written, as_planned.then_some(&hash));
+    }
     Ok(outcome)
 }
 

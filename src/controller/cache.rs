@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde::Serialize;
@@ -29,12 +30,24 @@ type Key = (Option<String>, String);
 /// the rest as the JSON bulkhead compares against. A typed object costs
 /// several times its JSON (an allocation per string, a B-tree node per
 /// map), and a thousand tenants are tens of thousands of objects.
+#[derive(Clone)]
 struct Entry {
     resource_version: Option<Box<str>>,
     tenant: Option<Box<str>>,
     managed: bool,
     shared: bool,
-    json: Box<[u8]>,
+    body: Body,
+}
+
+/// What a cached object keeps of its content.
+#[derive(Clone)]
+enum Body {
+    /// The object as JSON, without identity and version fields.
+    Json(Box<[u8]>),
+    /// Found to hold the planned configuration with this applied-hash: at
+    /// this resourceVersion nothing else needs to be known. Any change
+    /// arrives with a new version and brings the JSON back.
+    AsPlanned(Box<str>),
 }
 
 impl Entry {
@@ -47,6 +60,45 @@ impl Entry {
             tenant: self.tenant.as_deref().map(str::to_string),
             managed: self.managed,
             shared: self.shared,
+        }
+    }
+
+    fn new(change: Change, body: Body) -> Self {
+        Entry {
+            resource_version: change.resource_version.map(Box::from),
+            tenant: change.tenant.map(Box::from),
+            managed: change.managed,
+            shared: change.shared,
+            body,
+        }
+    }
+
+    fn as_planned_at(&self, resource_version: Option<&str>) -> bool {
+        matches!(self.body, Body::AsPlanned(_))
+            && resource_version.is_some()
+            && self.resource_version.as_deref() == resource_version
+    }
+}
+
+/// Which of a cache's objects bulkhead reads beyond comparing them with the
+/// plan. The others keep only the plan's hash once found as planned: at a
+/// thousand tenants that is most of the cache's memory, and it keeps the
+/// tenants' key projections out of it.
+pub enum Reads {
+    /// Every object (namespace labels and deletion, quota usage).
+    All,
+    /// Objects in this namespace (the key source Secrets in the operator's namespace).
+    In(String),
+    /// None.
+    Nothing,
+}
+
+impl Reads {
+    fn content_of(&self, namespace: Option<&str>) -> bool {
+        match self {
+            Reads::All => true,
+            Reads::In(ns) => namespace == Some(ns.as_str()),
+            Reads::Nothing => false,
         }
     }
 }
@@ -73,8 +125,16 @@ struct Inner {
 /// What every cache answers whatever its object type, so callers that only
 /// know a [`Kind`] reach the right cache through one dispatch.
 pub trait Lookup: Send + Sync {
-    /// The cached object as JSON (without identity and version fields), if any.
-    fn json(&self, namespace: Option<&str>, name: &str) -> Option<serde_json::Value>;
+    /// Whether the cached object holds the planned configuration whose
+    /// applied-hash is `hash`, as `holds` judges its JSON (without identity
+    /// and version fields); None when it is not cached.
+    fn is_as_planned(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        hash: &str,
+        holds: &dyn Fn(&serde_json::Value) -> bool,
+    ) -> Option<bool>;
     /// The cached resourceVersion, if cached.
     fn resource_version(&self, namespace: Option<&str>, name: &str) -> Option<String>;
     /// Namespace and name of every object of `tenant` that still carries bulkhead's managed-by label.
@@ -82,15 +142,17 @@ pub trait Lookup: Send + Sync {
     /// Waits until the first complete list has arrived.
     fn wait_ready(&self) -> futures::future::BoxFuture<'_, ()>;
     /// Puts an object bulkhead just wrote (the apiserver's answer) into the
-    /// cache ahead of its watch echo. False when the watch already went past
-    /// it (the echo, or a later change, is already in): nothing changes and
-    /// no echo is to come.
-    fn write_through(&self, written: serde_json::Value) -> bool;
+    /// cache ahead of its watch echo; `as_planned` is the applied-hash of the
+    /// plan the answer was found to hold. False when the watch already went
+    /// past it (the echo, or a later change, is already in): nothing changes
+    /// and no echo is to come.
+    fn write_through(&self, written: serde_json::Value, as_planned: Option<&str>) -> bool;
 }
 
 /// Objects of one kind, by namespace and name, with a per-tenant index.
 pub struct Cache<K> {
     kind: Kind,
+    reads: Reads,
     inner: RwLock<Inner>,
     ready: watch::Sender<bool>,
     _kind: PhantomData<fn() -> K>,
@@ -152,8 +214,8 @@ pub fn tenant_of(labels: &std::collections::BTreeMap<String, String>) -> Option<
     labels.get(LABEL_TENANT).map(String::as_str)
 }
 
-fn key_of<K: kube::Resource>(obj: &K) -> Key {
-    (obj.meta().namespace.clone(), obj.meta().name.clone().unwrap_or_default())
+fn key_of(meta: &ObjectMeta) -> Key {
+    (meta.namespace.clone(), meta.name.clone().unwrap_or_default())
 }
 
 /// Drops what bulkhead never reads: managedFields and kubectl's
@@ -171,8 +233,7 @@ fn strip<K: kube::Resource>(obj: &mut K) {
     }
 }
 
-fn change_of<K: kube::Resource>(obj: &K) -> Change {
-    let meta = obj.meta();
+fn change_of(meta: &ObjectMeta) -> Change {
     let labels = meta.labels.as_ref();
     let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
     Change {
@@ -186,20 +247,22 @@ fn change_of<K: kube::Resource>(obj: &K) -> Change {
 }
 
 fn entry_of<K: kube::Resource + Serialize>(mut obj: K) -> Entry {
-    let change = change_of(&obj);
+    let change = change_of(obj.meta());
     strip(&mut obj);
     // Serializing a value that came from JSON cannot fail; an empty body decodes as "absent".
-    let json = serde_json::to_vec(&obj).unwrap_or_default().into_boxed_slice();
-    Entry {
-        resource_version: change.resource_version.map(Box::from),
-        tenant: change.tenant.map(Box::from),
-        managed: change.managed,
-        shared: change.shared,
-        json,
-    }
+    Entry::new(change, Body::Json(serde_json::to_vec(&obj).unwrap_or_default().into_boxed_slice()))
 }
 
 impl Inner {
+    /// The entry for a version of `obj` the watch delivered. The version an
+    /// entry was found as planned at keeps only its hash: same version, same content.
+    fn entry_for<K: kube::Resource + Serialize>(&self, key: &Key, obj: K) -> Entry {
+        match self.objects.get(key) {
+            Some(known) if known.as_planned_at(obj.meta().resource_version.as_deref()) => known.clone(),
+            _ => entry_of(obj),
+        }
+    }
+
     /// Stores `entry` under `key`, keeping the per-tenant index in step; the entry it replaced.
     fn put(&mut self, key: &Key, entry: Entry) -> Option<Entry> {
         let tenant = entry.tenant.clone();
@@ -233,19 +296,24 @@ impl<K> Cache<K>
 where
     K: kube::Resource + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    /// An empty cache for `kind`.
-    pub fn new(kind: Kind) -> Arc<Self> {
+    /// An empty cache for `kind`, keeping the content of the objects bulkhead `reads`.
+    pub fn new(kind: Kind, reads: Reads) -> Arc<Self> {
         let (ready, _) = watch::channel(false);
         Arc::new(Self {
             kind,
+            reads,
             inner: RwLock::new(Inner { objects: HashMap::new(), by_tenant: HashMap::new(), relist: None, seen: 0 }),
             ready,
             _kind: PhantomData,
         })
     }
 
+    /// The object of an entry whose content is kept ([`Reads`]).
     fn decode(entry: &Entry) -> Option<K> {
-        let mut obj: K = serde_json::from_slice(&entry.json).ok()?;
+        let Body::Json(json) = &entry.body else {
+            return None;
+        };
+        let mut obj: K = serde_json::from_slice(json).ok()?;
         obj.meta_mut().resource_version = entry.resource_version.as_deref().map(str::to_string);
         Some(obj)
     }
@@ -268,9 +336,12 @@ where
             .unwrap_or_default()
     }
 
-    /// Every cached object.
-    pub fn all(&self) -> Vec<K> {
-        self.inner.read().map(|i| i.objects.values().filter_map(Self::decode).collect()).unwrap_or_default()
+    /// Names of the cached objects bulkhead shares between tenants.
+    pub fn shared_names(&self) -> Vec<String> {
+        let Ok(inner) = self.inner.read() else {
+            return Vec::new();
+        };
+        inner.objects.iter().filter(|(_, e)| e.shared).map(|((_, name), _)| name.clone()).collect()
     }
 
     /// Number of cached objects.
@@ -300,8 +371,8 @@ where
         }
         match event {
             watcher::Event::Apply(obj) => {
-                let key = key_of(&obj);
-                let entry = entry_of(obj);
+                let key = key_of(obj.meta());
+                let entry = inner.entry_for(&key, obj);
                 let change = entry.change(&key);
                 // A relabelled object concerns the tenant it was taken from too.
                 match inner.put(&key, entry) {
@@ -310,20 +381,21 @@ where
                 }
             }
             watcher::Event::Delete(obj) => {
-                let key = key_of(&obj);
+                let key = key_of(obj.meta());
                 if let Some(old) = inner.objects.remove(&key) {
                     inner.index_remove(old.tenant.as_deref(), &key);
                 }
-                vec![change_of(&obj)]
+                vec![change_of(obj.meta())]
             }
             watcher::Event::Init => {
                 inner.relist = Some(HashMap::new());
                 Vec::new()
             }
             watcher::Event::InitApply(obj) => {
-                let key = key_of(&obj);
+                let key = key_of(obj.meta());
+                let entry = inner.entry_for(&key, obj);
                 if let Some(buffer) = inner.relist.as_mut() {
-                    buffer.insert(key, entry_of(obj));
+                    buffer.insert(key, entry);
                 }
                 Vec::new()
             }
@@ -395,10 +467,33 @@ impl<K> Lookup for Cache<K>
 where
     K: kube::Resource + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    fn json(&self, namespace: Option<&str>, name: &str) -> Option<serde_json::Value> {
-        let inner = self.inner.read().ok()?;
-        let entry = inner.objects.get(&(namespace.map(str::to_string), name.to_string()))?;
-        serde_json::from_slice(&entry.json).ok()
+    fn is_as_planned(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        hash: &str,
+        holds: &dyn Fn(&serde_json::Value) -> bool,
+    ) -> Option<bool> {
+        let key = (namespace.map(str::to_string), name.to_string());
+        let (version, observed) = {
+            let inner = self.inner.read().ok()?;
+            let entry = inner.objects.get(&key)?;
+            match &entry.body {
+                Body::AsPlanned(planned) => return Some(&**planned == hash),
+                Body::Json(json) => (entry.resource_version.clone(), serde_json::from_slice(json).ok()?),
+            }
+        };
+        let as_planned = holds(&observed);
+        if as_planned
+            && !self.reads.content_of(namespace)
+            && let Ok(mut inner) = self.inner.write()
+            && let Some(entry) = inner.objects.get_mut(&key)
+            // Unless the watch replaced it meanwhile.
+            && entry.resource_version == version
+        {
+            entry.body = Body::AsPlanned(hash.into());
+        }
+        Some(as_planned)
     }
 
     fn resource_version(&self, namespace: Option<&str>, name: &str) -> Option<String> {
@@ -421,11 +516,18 @@ where
         Box::pin(Cache::wait_ready(self))
     }
 
-    fn write_through(&self, written: serde_json::Value) -> bool {
-        let Ok(obj) = serde_json::from_value::<K>(written) else {
-            return false;
+    fn write_through(&self, written: serde_json::Value, as_planned: Option<&str>) -> bool {
+        let meta = identity(&written["metadata"]);
+        let key = key_of(&meta);
+        // An answer that holds the plan needs no more than its hash and labels.
+        let entry = match as_planned.filter(|_| !self.reads.content_of(key.0.as_deref())) {
+            Some(hash) => Entry::new(change_of(&meta), Body::AsPlanned(hash.into())),
+            None => match serde_json::from_value::<K>(written) {
+                Ok(obj) => entry_of(obj),
+                Err(_) => return false,
+            },
         };
-        let version = version_number(obj.meta().resource_version.as_deref());
+        let version = version_number(meta.resource_version.as_deref());
         let Ok(mut inner) = self.inner.write() else {
             return false;
         };
@@ -438,9 +540,20 @@ where
         if version <= inner.seen {
             return false;
         }
-        let key = key_of(&obj);
-        inner.put(&key, entry_of(obj));
+        inner.put(&key, entry);
         true
+    }
+}
+
+/// Name, namespace, version and labels from an object's JSON metadata, without decoding the rest (managedFields are most of it).
+fn identity(meta: &serde_json::Value) -> ObjectMeta {
+    let text = |field: &str| meta[field].as_str().map(str::to_string);
+    ObjectMeta {
+        name: text("name"),
+        namespace: text("namespace"),
+        resource_version: text("resourceVersion"),
+        labels: serde_json::from_value(meta["labels"].clone()).ok(),
+        ..Default::default()
     }
 }
 
@@ -466,16 +579,84 @@ mod tests {
 
     fn cached(cache: &Cache<Secret>) -> Option<(String, serde_json::Value)> {
         let rv = cache.resource_version(Some("ns"), "s")?;
-        Some((rv, cache.json(Some("ns"), "s")?["data"]["k"].clone()))
+        let secret = serde_json::to_value(cache.get(Some("ns"), "s")?).ok()?;
+        Some((rv, secret["data"]["k"].clone()))
     }
 
     fn write_through(cache: &Cache<Secret>, s: Secret) -> bool {
-        Lookup::write_through(cache, serde_json::to_value(s).expect("json"))
+        Lookup::write_through(cache, serde_json::to_value(s).expect("json"), None)
+    }
+
+    fn secret_in(ns: &str, rv: &str, value: &str) -> Secret {
+        let mut s = secret(rv, value);
+        s.metadata.namespace = Some(ns.into());
+        s
+    }
+
+    /// Whether the cached Secret is as planned with `hash`, judged by its value where the content is still there.
+    fn as_planned(cache: &Cache<Secret>, ns: &str, hash: &str, value: &str) -> Option<bool> {
+        cache.is_as_planned(Some(ns), "s", hash, &|observed| observed["data"]["k"] == json!(value))
+    }
+
+    #[test]
+    fn an_object_found_as_planned_keeps_only_the_hash_until_it_changes() {
+        let cache = Cache::<Secret>::new(Kind::Secret, Reads::In("operator".into()));
+        cache.apply(watcher::Event::Apply(secret_in("ns", "10", "YQ==")));
+        assert_eq!(as_planned(&cache, "ns", "h1", "Yg=="), Some(false), "judged on the content first");
+        assert_eq!(as_planned(&cache, "ns", "h1", "YQ=="), Some(true));
+        assert!(cache.get(Some("ns"), "s").is_none(), "the content is dropped");
+        assert_eq!(as_planned(&cache, "ns", "h1", "Yg=="), Some(true), "the hash answers for that version");
+        assert_eq!(as_planned(&cache, "ns", "h2", "YQ=="), Some(false), "another plan needs a write");
+        // The same version again (an echo, a relist) is the same content.
+        cache.apply(watcher::Event::Apply(secret_in("ns", "10", "YQ==")));
+        cache.apply(watcher::Event::Init);
+        cache.apply(watcher::Event::InitApply(secret_in("ns", "10", "YQ==")));
+        cache.apply(watcher::Event::InitDone);
+        assert!(cache.get(Some("ns"), "s").is_none());
+        assert_eq!(cache.managed_of_tenant("acme"), vec![(Some("ns".into()), "s".into())]);
+        // Someone changed it: the content is back and judged again.
+        cache.apply(watcher::Event::Apply(secret_in("ns", "11", "Yg==")));
+        assert_eq!(as_planned(&cache, "ns", "h1", "YQ=="), Some(false));
+        assert!(cache.get(Some("ns"), "s").is_some());
+    }
+
+    #[test]
+    fn objects_bulkhead_reads_keep_their_content() {
+        let cache = Cache::<Secret>::new(Kind::Secret, Reads::In("operator".into()));
+        cache.apply(watcher::Event::Apply(secret_in("operator", "10", "YQ==")));
+        assert_eq!(as_planned(&cache, "operator", "h1", "YQ=="), Some(true));
+        assert!(cache.get(Some("operator"), "s").is_some(), "a key source stays readable");
+        assert!(Lookup::write_through(
+            cache.as_ref(),
+            serde_json::to_value(secret_in("operator", "12", "Yg==")).expect("json"),
+            Some("h2")
+        ));
+        assert_eq!(cached_in(&cache, "operator"), Some(json!("Yg==")));
+    }
+
+    #[test]
+    fn a_write_found_as_planned_is_cached_as_its_hash() {
+        let cache = Cache::<Secret>::new(Kind::Secret, Reads::In("operator".into()));
+        let written = serde_json::to_value(secret_in("ns", "10", "YQ==")).expect("json");
+        assert!(Lookup::write_through(cache.as_ref(), written, Some("h1")));
+        assert!(cache.get(Some("ns"), "s").is_none());
+        assert_eq!(as_planned(&cache, "ns", "h1", "Yg=="), Some(true));
+        assert_eq!(cache.resource_version(Some("ns"), "s").as_deref(), Some("10"));
+        assert_eq!(cache.managed_of_tenant("acme"), vec![(Some("ns".into()), "s".into())]);
+        // Its echo keeps it so; a later change does not.
+        cache.apply(watcher::Event::Apply(secret_in("ns", "10", "YQ==")));
+        assert!(cache.get(Some("ns"), "s").is_none());
+        cache.apply(watcher::Event::Apply(secret_in("ns", "13", "YQ==")));
+        assert_eq!(cached_in(&cache, "ns"), Some(json!("YQ==")));
+    }
+
+    fn cached_in(cache: &Cache<Secret>, ns: &str) -> Option<serde_json::Value> {
+        Some(serde_json::to_value(cache.get(Some(ns), "s")?).ok()?["data"]["k"].clone())
     }
 
     #[test]
     fn a_write_is_cached_before_its_echo() {
-        let cache = Cache::<Secret>::new(Kind::Secret);
+        let cache = Cache::<Secret>::new(Kind::Secret, Reads::All);
         assert!(write_through(&cache, secret("10", "YQ==")));
         assert_eq!(cached(&cache), Some(("10".into(), json!("YQ=="))));
         assert_eq!(cache.managed_of_tenant("acme"), vec![(Some("ns".into()), "s".into())]);
@@ -486,7 +667,7 @@ mod tests {
 
     #[test]
     fn a_write_never_masks_what_the_watch_delivered_after_it() {
-        let cache = Cache::<Secret>::new(Kind::Secret);
+        let cache = Cache::<Secret>::new(Kind::Secret, Reads::All);
         // Someone changed the object after our write and the watch saw it first.
         cache.apply(watcher::Event::Apply(secret("12", "Yg==")));
         assert!(!write_through(&cache, secret("11", "YQ==")));

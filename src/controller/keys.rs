@@ -288,14 +288,14 @@ pub async fn ensure(ctx: &Context, tenant: &Tenant, effective: &Effective) -> Re
             Some(_) => api.replace(&source_name, &PostParams::default(), &secret).await,
         }
         .map_err(|e| Error::api_named("write key source", format!("Secret {ns}/{source_name}"), e))?;
-        ctx.remember_write(
-            crate::plan::ObjectKey {
+        if let Ok(written) = serde_json::to_value(written) {
+            let key = crate::plan::ObjectKey {
                 kind: crate::plan::object::Kind::Secret,
                 namespace: Some(ns.clone()),
                 name: source_name.clone(),
-            },
-            &written,
-        );
+            };
+            ctx.remember_write(key, written, None);
+        }
     }
     let Some(status) = status_of(&material, effective) else {
         return Ok(Keys::Blocked { reason: "SourceSecretCorrupt", message: "the material holds no key".into() });

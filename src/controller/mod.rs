@@ -34,7 +34,7 @@ use crate::plan::{self, LABEL_MANAGED_BY, MANAGED_BY, ObjectKey, object::Kind};
 use crate::shutdown::Shutdown;
 use crate::telemetry::health::Readiness;
 use crate::telemetry::metrics::Metrics;
-pub use cache::{Cache, Lookup, OwnWrites, Triggers};
+pub use cache::{Cache, Lookup, OwnWrites, Reads, Triggers};
 pub use error::Error;
 
 /// Options of the controller manager.
@@ -120,17 +120,18 @@ pub struct Caches {
 }
 
 impl Caches {
-    fn new() -> Self {
+    /// Empty caches; the key sources live in `operator_namespace`.
+    fn new(operator_namespace: &str) -> Self {
         Self {
-            namespaces: Cache::new(Kind::Namespace),
-            service_accounts: Cache::new(Kind::ServiceAccount),
-            network_policies: Cache::new(Kind::NetworkPolicy),
-            resource_quotas: Cache::new(Kind::ResourceQuota),
-            limit_ranges: Cache::new(Kind::LimitRange),
-            role_bindings: Cache::new(Kind::RoleBinding),
-            cluster_roles: Cache::new(Kind::ClusterRole),
-            cluster_role_bindings: Cache::new(Kind::ClusterRoleBinding),
-            secrets: Cache::new(Kind::Secret),
+            namespaces: Cache::new(Kind::Namespace, Reads::All),
+            service_accounts: Cache::new(Kind::ServiceAccount, Reads::Nothing),
+            network_policies: Cache::new(Kind::NetworkPolicy, Reads::Nothing),
+            resource_quotas: Cache::new(Kind::ResourceQuota, Reads::All),
+            limit_ranges: Cache::new(Kind::LimitRange, Reads::Nothing),
+            role_bindings: Cache::new(Kind::RoleBinding, Reads::Nothing),
+            cluster_roles: Cache::new(Kind::ClusterRole, Reads::Nothing),
+            cluster_role_bindings: Cache::new(Kind::ClusterRoleBinding, Reads::Nothing),
+            secrets: Cache::new(Kind::Secret, Reads::In(operator_namespace.to_string())),
         }
     }
 
@@ -149,14 +150,12 @@ impl Caches {
         }
     }
 
-    /// The cached object for `key`, as JSON (without identity and version fields).
-    pub fn observed(&self, key: &ObjectKey) -> Option<serde_json::Value> {
-        let mut value = self.of_kind(key.kind).json(key.namespace.as_deref(), &key.name)?;
-        match key.kind {
-            // The namespace cache holds metadata only.
-            Kind::Namespace => value.get_mut("metadata").map(serde_json::Value::take),
-            _ => Some(value),
-        }
+    /// Whether the cached object for `key` holds `wanted`, the planned
+    /// configuration whose applied-hash is `hash` (see [`apply::comparable`]); None when not cached.
+    pub fn is_as_planned(&self, key: &ObjectKey, hash: &str, wanted: &serde_json::Value) -> Option<bool> {
+        self.of_kind(key.kind).is_as_planned(key.namespace.as_deref(), &key.name, hash, &|observed| {
+            apply::holds(key.kind, observed, wanted)
+        })
     }
 
     /// The cached resourceVersion of `key`, if cached.
@@ -218,18 +217,16 @@ pub struct Context {
 }
 
 impl Context {
-    /// Takes a write of ours into the cache at once, so the next reconcile
-    /// sees it even before the watch does (a stale cache would write again,
-    /// or take a just-created key source for a lost one), and remembers it
-    /// so its watch echo does not trigger a reconcile.
-    pub fn remember_write(&self, key: ObjectKey, written: &impl serde::Serialize) {
-        let Ok(value) = serde_json::to_value(written) else {
-            return;
-        };
-        let version = value.pointer("/metadata/resourceVersion").and_then(|v| v.as_str()).map(str::to_string);
+    /// Takes a write of ours (the apiserver's answer, as JSON) into the cache
+    /// at once, so the next reconcile sees it even before the watch does (a
+    /// stale cache would write again, or take a just-created key source for
+    /// a lost one), and remembers it so its watch echo does not trigger a
+    /// reconcile. `as_planned`: the applied-hash of the plan the answer holds.
+    pub fn remember_write(&self, key: ObjectKey, written: serde_json::Value, as_planned: Option<&str>) {
+        let version = written.pointer("/metadata/resourceVersion").and_then(|v| v.as_str()).map(str::to_string);
         // Recorded first: the echo may arrive while the cache is updated.
         self.own_writes.record(key.clone(), version);
-        if !self.caches.of_kind(key.kind).write_through(value) {
+        if !self.caches.of_kind(key.kind).write_through(written, as_planned) {
             // The watch is already past this write: its echo has come or never will.
             self.own_writes.forget(&key);
         }
@@ -271,7 +268,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let (shared_tx, shared_rx) = futures::channel::mpsc::unbounded();
     let own_writes = Arc::new(OwnWrites::default());
     let triggers = Triggers { tenants: tenant_tx, shared: shared_tx, own_writes: own_writes.clone() };
-    let caches = Caches::new();
+    let caches = Caches::new(&options.plan.operator_namespace);
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
     let page = options.page_size;
 

@@ -6,9 +6,9 @@ use futures::channel::mpsc::UnboundedReceiver;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::plan::ObjectKey;
 use crate::plan::access::profile_cluster_roles;
 use crate::plan::object::Kind;
-use crate::plan::{LABEL_SHARED, ObjectKey};
 
 use super::apply::{self, Applied};
 use super::{Context, Error};
@@ -24,14 +24,9 @@ pub async fn ensure(ctx: &Context) -> Result<usize, Error> {
         }
     }
     let wanted: Vec<ObjectKey> = desired.iter().map(|o| o.key()).collect();
-    for role in ctx.caches.cluster_roles.all() {
-        let shared = role.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SHARED)).is_some_and(|v| v == "true");
-        let key = ObjectKey {
-            kind: Kind::ClusterRole,
-            namespace: None,
-            name: role.metadata.name.clone().unwrap_or_default(),
-        };
-        if shared && !wanted.contains(&key) {
+    for name in ctx.caches.cluster_roles.shared_names() {
+        let key = ObjectKey { kind: Kind::ClusterRole, namespace: None, name };
+        if !wanted.contains(&key) {
             apply::delete(ctx, &key).await?;
             changed += 1;
         }
