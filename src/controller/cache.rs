@@ -114,9 +114,11 @@ struct Change {
 }
 
 struct Inner {
-    objects: HashMap<Key, Entry>,
-    by_tenant: HashMap<String, BTreeSet<Key>>,
-    relist: Option<HashMap<Key, Entry>>,
+    // Keys are shared between the map and the per-tenant index: at a
+    // thousand tenants a second copy of every key was megabytes.
+    objects: HashMap<Arc<Key>, Entry>,
+    by_tenant: HashMap<String, BTreeSet<Arc<Key>>>,
+    relist: Option<HashMap<Arc<Key>, Entry>>,
     /// Highest resourceVersion the watch delivered: a write at or below it
     /// has already reached the cache, with whatever followed it.
     seen: u64,
@@ -264,19 +266,23 @@ impl Inner {
     }
 
     /// Stores `entry` under `key`, keeping the per-tenant index in step; the entry it replaced.
-    fn put(&mut self, key: &Key, entry: Entry) -> Option<Entry> {
+    fn put(&mut self, key: Key, entry: Entry) -> Option<Entry> {
         let tenant = entry.tenant.clone();
+        let key = match self.objects.get_key_value(&key) {
+            Some((known, _)) => known.clone(),
+            None => Arc::new(key),
+        };
         let old = self.objects.insert(key.clone(), entry);
         if let Some(old) = &old {
-            self.index_remove(old.tenant.as_deref(), key);
+            self.index_remove(old.tenant.as_deref(), &key);
         }
         self.index_insert(tenant.as_deref(), key);
         old
     }
 
-    fn index_insert(&mut self, entry_tenant: Option<&str>, key: &Key) {
+    fn index_insert(&mut self, entry_tenant: Option<&str>, key: Arc<Key>) {
         if let Some(t) = entry_tenant {
-            self.by_tenant.entry(t.to_string()).or_default().insert(key.clone());
+            self.by_tenant.entry(t.to_string()).or_default().insert(key);
         }
     }
 
@@ -341,7 +347,7 @@ where
         let Ok(inner) = self.inner.read() else {
             return Vec::new();
         };
-        inner.objects.iter().filter(|(_, e)| e.shared).map(|((_, name), _)| name.clone()).collect()
+        inner.objects.iter().filter(|(_, e)| e.shared).map(|(key, _)| key.1.clone()).collect()
     }
 
     /// Number of cached objects.
@@ -375,8 +381,11 @@ where
                 let entry = inner.entry_for(&key, obj);
                 let change = entry.change(&key);
                 // A relabelled object concerns the tenant it was taken from too.
-                match inner.put(&key, entry) {
-                    Some(old) if old.tenant.as_deref() != change.tenant.as_deref() => vec![change, old.change(&key)],
+                match inner.put(key, entry) {
+                    Some(old) if old.tenant.as_deref() != change.tenant.as_deref() => {
+                        let replaced = old.change(&(change.namespace.clone(), change.name.clone()));
+                        vec![change, replaced]
+                    }
                     _ => vec![change],
                 }
             }
@@ -395,7 +404,7 @@ where
                 let key = key_of(obj.meta());
                 let entry = inner.entry_for(&key, obj);
                 if let Some(buffer) = inner.relist.as_mut() {
-                    buffer.insert(key, entry);
+                    buffer.insert(Arc::new(key), entry);
                 }
                 Vec::new()
             }
@@ -410,7 +419,7 @@ where
                     .map(|(k, o)| o.change(k))
                     .collect();
                 changed.extend(fresh.iter().filter(|(k, _)| !inner.objects.contains_key(*k)).map(|(k, o)| o.change(k)));
-                let mut by_tenant: HashMap<String, BTreeSet<Key>> = HashMap::new();
+                let mut by_tenant: HashMap<String, BTreeSet<Arc<Key>>> = HashMap::new();
                 for (key, entry) in &fresh {
                     if let Some(t) = entry.tenant.as_deref() {
                         by_tenant.entry(t.to_string()).or_default().insert(key.clone());
@@ -509,7 +518,7 @@ where
         let Some(keys) = inner.by_tenant.get(tenant) else {
             return Vec::new();
         };
-        keys.iter().filter(|k| inner.objects.get(*k).is_some_and(|e| e.managed)).cloned().collect()
+        keys.iter().filter(|k| inner.objects.get(*k).is_some_and(|e| e.managed)).map(|k| Key::clone(k)).collect()
     }
 
     fn wait_ready(&self) -> futures::future::BoxFuture<'_, ()> {
@@ -540,7 +549,7 @@ where
         if version <= inner.seen {
             return false;
         }
-        inner.put(&key, entry);
+        inner.put(key, entry);
         true
     }
 }

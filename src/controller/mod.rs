@@ -385,7 +385,7 @@ async fn lead(
             let echo = event.as_ref().is_ok_and(|t| own.is_echo(&t.name_any(), t.metadata.resource_version.as_deref()));
             futures::future::ready(!echo)
         });
-    let controller = Controller::for_stream(tenant_stream, store)
+    let controller = Controller::for_stream(tenant_stream, store.clone())
         .with_config(controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(50)))
         .reconcile_on(shared_stream(tenant_rx))
         .graceful_shutdown_on(options.shutdown.signalled())
@@ -398,7 +398,7 @@ async fn lead(
     tokio::select! {
         _ = controller => {}
         _ = shared::run(ctx.clone(), shared_changes) => {}
-        _ = crate::verify::schedule::run(ctx.clone()) => {}
+        _ = crate::verify::schedule::run(ctx.clone(), store) => {}
         _ = forward_shared => {}
     }
 }

@@ -26,6 +26,7 @@ pub mod view;
 
 use std::sync::Arc;
 
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
@@ -318,7 +319,15 @@ impl Verifier {
 
     /// Reads what every tenant's checks share (tenants, namespaces, policies, bindings, webhooks).
     pub async fn cluster_view(&self) -> Result<ClusterView, VerifyError> {
-        ClusterView::fetch(&self.client, &self.settings).await
+        let tenants = view::list_all(&Api::<Tenant>::all(self.client.clone()), &ListParams::default())
+            .await
+            .map_err(|e| VerifyError::api("list Tenants", e))?;
+        self.cluster_view_of(tenants.into_iter().map(Arc::new).collect()).await
+    }
+
+    /// The view of Tenants already at hand (the controller's store).
+    pub async fn cluster_view_of(&self, tenants: Vec<Arc<Tenant>>) -> Result<ClusterView, VerifyError> {
+        ClusterView::fetch(&self.client, &self.settings, tenants).await
     }
 
     /// Runs every check for `tenant` (the Tenant as read now; `view` may be a little older).
@@ -346,7 +355,7 @@ impl Verifier {
     pub async fn verify(&self, only: Option<&str>) -> Result<Report, VerifyError> {
         let view = self.cluster_view().await?;
         let mut tenants: Vec<&Tenant> =
-            view.tenants.iter().filter(|t| only.is_none_or(|n| t.name_any() == n)).collect();
+            view.tenants.iter().map(AsRef::as_ref).filter(|t| only.is_none_or(|n| t.name_any() == n)).collect();
         if let (Some(n), true) = (only, tenants.is_empty()) {
             return Err(VerifyError::NoSuchTenant(n.to_string()));
         }

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, ListParams, Patch};
+use kube::api::{Api, Patch};
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::time::Instant;
@@ -230,8 +231,10 @@ async fn may_impersonate(client: &kube::Client) -> bool {
     allowed
 }
 
-/// Runs until the future is dropped (the end of the leadership term); never returns when disabled.
-pub async fn run(ctx: Arc<Context>) {
+/// Runs until the future is dropped (the end of the leadership term); never
+/// returns when disabled. `tenants` is the controller's store: the Tenants
+/// to verify, read without listing them again.
+pub async fn run(ctx: Arc<Context>, tenants: Store<Tenant>) {
     let Some(interval) = ctx.options.verify_interval.filter(|d| !d.is_zero()) else {
         return futures::future::pending().await;
     };
@@ -247,28 +250,22 @@ pub async fn run(ctx: Arc<Context>) {
     let verifier = Verifier::new(ctx.client.clone(), settings);
     let list_every = interval.min(Duration::from_secs(60));
     let view_max_age = interval.min(Duration::from_secs(300));
-    let mut params = ListParams::default();
-    if let Some(selector) = &ctx.options.tenant_selector {
-        params = params.labels(selector);
-    }
     let mut due: BTreeMap<String, Instant> = BTreeMap::new();
     let mut known_failing: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut view: Option<ClusterView> = None;
     let mut listed: Option<Instant> = None;
+    if tenants.wait_until_ready().await.is_err() {
+        return futures::future::pending().await;
+    }
     tracing::info!(interval = ?interval, "continuous isolation verification started");
     loop {
         let now = Instant::now();
         if listed.is_none_or(|t| now.duration_since(t) >= list_every) {
-            match super::view::list_all(&Api::<Tenant>::all(ctx.client.clone()), &params).await {
-                Ok(tenants) => {
-                    let names: BTreeSet<String> = tenants.iter().map(|t| t.name_any()).collect();
-                    due.retain(|n, _| names.contains(n));
-                    known_failing.retain(|n, _| names.contains(n));
-                    for n in names {
-                        due.entry(n.clone()).or_insert_with(|| now + offset(&n, interval));
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot list Tenants to verify"),
+            let names: BTreeSet<String> = tenants.state().iter().map(|t| t.name_any()).collect();
+            due.retain(|n, _| names.contains(n));
+            known_failing.retain(|n, _| names.contains(n));
+            for n in names {
+                due.entry(n.clone()).or_insert_with(|| now + offset(&n, interval));
             }
             listed = Some(now);
         }
@@ -285,7 +282,10 @@ pub async fn run(ctx: Arc<Context>) {
         // apiserver, and a cluster being written would only show transients.
         ctx.activity.quiet_for(QUIET).await;
         if view.as_ref().is_none_or(|v| v.fetched_at.elapsed() >= view_max_age) {
-            match verifier.cluster_view().await {
+            // The old view goes first: two at once would be the largest
+            // thing in the operator's memory.
+            view = None;
+            match verifier.cluster_view_of(tenants.state()).await {
                 Ok(v) => view = Some(v),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the cluster for verification; retrying");

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
@@ -175,8 +176,8 @@ impl<K: Resource + Serialize + DeserializeOwned> ByNamespace<K> {
 
 /// What every tenant's checks share, read once per run.
 pub struct ClusterView {
-    /// Every Tenant.
-    pub tenants: Vec<Tenant>,
+    /// Every Tenant (in the operator, shared with the controller's store: not a copy).
+    pub tenants: Vec<Arc<Tenant>>,
     /// Every namespace and its labels.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Every NetworkPolicy, by namespace.
@@ -194,12 +195,9 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// Reads the view.
-    pub async fn fetch(client: &Client, settings: &Settings) -> Result<Self, VerifyError> {
+    /// Reads the view of `tenants`.
+    pub async fn fetch(client: &Client, settings: &Settings, tenants: Vec<Arc<Tenant>>) -> Result<Self, VerifyError> {
         let lp = ListParams::default();
-        let tenants = list_all(&Api::<Tenant>::all(client.clone()), &lp)
-            .await
-            .map_err(|e| VerifyError::api("list Tenants", e))?;
         let namespaces = list_all(&Api::<Namespace>::all(client.clone()), &lp)
             .await
             .map_err(|e| VerifyError::api("list namespaces", e))?
