@@ -662,7 +662,7 @@ fn network_evaluator_agrees_with_the_independent_engine() {
         ("plain", json!({"team": "x"})),
         ("kube-system", json!({})),
     ] {
-        model.namespaces.insert(ns.into(), serde_json::from_value(labels).unwrap());
+        model.namespaces.to_mut().insert(ns.into(), serde_json::from_value(labels).unwrap());
     }
     for o in a.objects.iter().chain(&b.objects) {
         if let bulkhead::plan::ManagedObject::NetworkPolicy(p) = o {

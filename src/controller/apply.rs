@@ -39,28 +39,14 @@ pub fn desired_json(object: &ManagedObject) -> Value {
     stamped(object).0
 }
 
-/// What of a stamped desired object is compared with the cluster: not
-/// apiVersion and kind, which never drift; for a namespace its metadata,
-/// all the namespace cache holds.
-pub fn comparable(kind: Kind, mut desired: Value) -> Value {
-    if let Some(map) = desired.as_object_mut() {
-        map.remove("apiVersion");
-        map.remove("kind");
-    }
-    match kind {
-        Kind::Namespace => desired.get_mut("metadata").map(Value::take).unwrap_or(Value::Null),
-        _ => desired,
-    }
-}
-
 /// Whether an object as the cluster holds it (a cached copy or a write's
-/// answer) holds `wanted` (see [`comparable`]).
-pub fn holds(kind: Kind, observed: &Value, wanted: &Value) -> bool {
-    let observed = match kind {
-        Kind::Namespace => &observed["metadata"],
-        _ => observed,
-    };
-    diff::contains(observed, wanted)
+/// answer) holds the stamped `desired` object.
+pub fn holds(kind: Kind, observed: &Value, desired: &Value) -> bool {
+    match kind {
+        // The namespace cache holds metadata only, as PartialObjectMetadata.
+        Kind::Namespace => diff::contains(&observed["metadata"], &desired["metadata"]),
+        _ => diff::contains(observed, desired),
+    }
 }
 
 /// Applies one object with server-side apply, forcing ownership of the
@@ -68,8 +54,7 @@ pub fn holds(kind: Kind, observed: &Value, wanted: &Value) -> bool {
 pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Error> {
     let key = object.key();
     let (desired, hash) = stamped(object);
-    let wanted = comparable(key.kind, desired.clone());
-    let outcome = match ctx.caches.is_as_planned(&key, &hash, &wanted) {
+    let outcome = match ctx.caches.is_as_planned(&key, &hash, &desired) {
         Some(true) => return Ok(Applied::Unchanged),
         Some(false) => Applied::Updated,
         None => Applied::Created,
@@ -84,7 +69,7 @@ pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Err
     // An answer that does not hold the plan (another admission webhook
     // changed it) is cached whole and compared again on the next reconcile.
     if let Ok(written) = serde_json::to_value(written) {
-        let as_planned = holds(key.kind, &written, &wanted);
+        let as_planned = holds(key.kind, &written, &desired);
         ctx.remember_write(key, written, as_planned.then_some(&hash));
     }
     Ok(outcome)

@@ -150,11 +150,11 @@ impl Caches {
         }
     }
 
-    /// Whether the cached object for `key` holds `wanted`, the planned
-    /// configuration whose applied-hash is `hash` (see [`apply::comparable`]); None when not cached.
-    pub fn is_as_planned(&self, key: &ObjectKey, hash: &str, wanted: &serde_json::Value) -> Option<bool> {
+    /// Whether the cached object for `key` holds `desired`, the stamped
+    /// planned object whose applied-hash is `hash`; None when not cached.
+    pub fn is_as_planned(&self, key: &ObjectKey, hash: &str, desired: &serde_json::Value) -> Option<bool> {
         self.of_kind(key.kind).is_as_planned(key.namespace.as_deref(), &key.name, hash, &|observed| {
-            apply::holds(key.kind, observed, wanted)
+            apply::holds(key.kind, observed, desired)
         })
     }
 

@@ -124,8 +124,10 @@ fn observed_quotas(ctx: &Context, namespaces: &[String]) -> BTreeMap<String, quo
 }
 
 async fn apply_all(ctx: &Context, objects: &[ManagedObject]) -> Vec<(ObjectKey, Result<Applied, Error>)> {
-    futures::stream::iter(objects.to_vec())
-        .map(|o| async move { (o.key(), apply::apply(ctx, &o).await) })
+    // By index, not by reference: the plan is not copied for the writes in
+    // flight, and the stream stays Send for the controller's future.
+    futures::stream::iter(0..objects.len())
+        .map(|i| async move { (objects[i].key(), apply::apply(ctx, &objects[i]).await) })
         .buffer_unordered(ctx.options.apply_concurrency)
         .collect()
         .await

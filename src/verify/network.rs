@@ -18,6 +18,7 @@
 //! NetworkPolicy rules only ever allow, so these pods are enough: a real pod
 //! can only match fewer rules.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -131,9 +132,11 @@ impl Verdict {
 
 /// Namespaces (with labels) and their NetworkPolicies.
 #[derive(Clone, Debug, Default)]
-pub struct Model {
+pub struct Model<'a> {
     /// Namespace labels by name; `kubernetes.io/metadata.name` is implied.
-    pub namespaces: BTreeMap<String, Labels>,
+    /// Borrowed from the cluster view by the check: a copy per tenant was a
+    /// megabytes-large transient every few seconds at a thousand tenants.
+    pub namespaces: Cow<'a, BTreeMap<String, Labels>>,
     /// Policies by namespace.
     pub policies: BTreeMap<String, Vec<NetworkPolicy>>,
 }
@@ -181,7 +184,7 @@ fn port_matches(ports: Option<&Vec<NetworkPolicyPort>>, dst: &Endpoint, port: i3
     })
 }
 
-impl Model {
+impl Model<'_> {
     /// Labels of a namespace, with the immutable name label.
     pub fn labels_of(&self, ns: &str) -> Labels {
         let mut l = self.namespaces.get(ns).cloned().unwrap_or_default();
@@ -358,7 +361,7 @@ struct Mentions {
     named: BTreeSet<(String, String)>,
 }
 
-fn mentions(model: &Model, src_ns: &str, dst_ns: &str, pod_cidrs: &[IpNet]) -> Mentions {
+fn mentions(model: &Model<'_>, src_ns: &str, dst_ns: &str, pod_cidrs: &[IpNet]) -> Mentions {
     let mut m = Mentions::default();
     let add_ports = |m: &mut Mentions, ports: Option<&Vec<NetworkPolicyPort>>| {
         for p in ports.into_iter().flatten() {
@@ -450,7 +453,7 @@ impl Flow {
 }
 
 /// Every connection any modelled pod of `src_ns` could open to any of `dst_ns`: (flows allowed, flows evaluated).
-pub fn reachable(model: &Model, src_ns: &str, dst_ns: &str, pod_cidrs: &[IpNet]) -> (Vec<Flow>, usize) {
+pub fn reachable(model: &Model<'_>, src_ns: &str, dst_ns: &str, pod_cidrs: &[IpNet]) -> (Vec<Flow>, usize) {
     let m = mentions(model, src_ns, dst_ns, pod_cidrs);
     let base = pod_cidrs.first().copied().unwrap_or_else(|| "10.244.0.0/16".parse().expect("valid CIDR"));
     let named_ports: Vec<NamedPort> = m
@@ -520,7 +523,7 @@ pub fn run(ctx: &Ctx<'_>) -> CheckResult {
             "there is no other tenant's namespace in the cluster",
         );
     }
-    let mut model = Model { namespaces: ctx.view.namespaces.clone(), policies: BTreeMap::new() };
+    let mut model = Model { namespaces: Cow::Borrowed(&ctx.view.namespaces), policies: BTreeMap::new() };
     for ns in own {
         // The tenant's own policies as read just now.
         model.policies.insert(ns.clone(), ctx.facts.policies.get(ns).cloned().unwrap_or_default());
