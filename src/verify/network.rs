@@ -38,14 +38,20 @@ pub type Labels = BTreeMap<String, String>;
 
 /// Whether a label selector matches `labels` (an empty selector matches everything).
 pub fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
-    let by_labels = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    selects(selector, |key| labels.get(key).map(String::as_str))
+}
+
+/// [`selector_matches`] over a label lookup, so a namespace's labels need not be copied to add its name label.
+fn selects<'a>(selector: &LabelSelector, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+    let by_labels = selector.match_labels.iter().flatten().all(|(k, v)| label(k) == Some(v.as_str()));
     let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
         let values = e.values.as_deref().unwrap_or_default();
+        let has = |v: &str| values.iter().any(|x| x == v);
         match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
+            "In" => label(&e.key).is_some_and(has),
+            "NotIn" => label(&e.key).is_none_or(|v| !has(v)),
+            "Exists" => label(&e.key).is_some(),
+            "DoesNotExist" => label(&e.key).is_none(),
             _ => false,
         }
     });
@@ -185,13 +191,6 @@ fn port_matches(ports: Option<&Vec<NetworkPolicyPort>>, dst: &Endpoint, port: i3
 }
 
 impl Model<'_> {
-    /// Labels of a namespace, with the immutable name label.
-    pub fn labels_of(&self, ns: &str) -> Labels {
-        let mut l = self.namespaces.get(ns).cloned().unwrap_or_default();
-        l.insert(NAMESPACE_NAME_LABEL.into(), ns.into());
-        l
-    }
-
     fn peer_matches(&self, peer: &NetworkPolicyPeer, policy_ns: &str, other: &Endpoint) -> bool {
         if let Some(block) = &peer.ip_block {
             return in_block(other.ip(), &block.cidr, block.except.as_deref().unwrap_or_default());
@@ -201,7 +200,14 @@ impl Model<'_> {
         };
         let ns_ok = match &peer.namespace_selector {
             None => pod.namespace == policy_ns,
-            Some(sel) => selector_matches(sel, &self.labels_of(&pod.namespace)),
+            // Every candidate connection asks this: no copy of the namespace's labels.
+            Some(sel) => selects(sel, |key| {
+                if key == NAMESPACE_NAME_LABEL {
+                    Some(pod.namespace.as_str())
+                } else {
+                    self.namespaces.get(&pod.namespace).and_then(|l| l.get(key)).map(String::as_str)
+                }
+            }),
         };
         ns_ok && peer.pod_selector.as_ref().is_none_or(|sel| selector_matches(sel, &pod.labels))
     }
@@ -607,6 +613,31 @@ mod tests {
             ip: ip.parse().unwrap(),
             ports: vec![NamedPort { name: "http".into(), port: 8080, protocol: "TCP".into() }],
         })
+    }
+
+    #[test]
+    fn namespace_selectors_see_the_labels_and_the_implied_name() {
+        let mut m = Model::default();
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        m.namespaces.to_mut().insert("a".into(), labels(&[("team", "x")]));
+        // A stale copy of the name label loses to the namespace's real name.
+        m.namespaces.to_mut().insert("b".into(), labels(&[(NAMESPACE_NAME_LABEL, "stale")]));
+        let peer = |sel: serde_json::Value| -> NetworkPolicyPeer {
+            serde_json::from_value(json!({"namespaceSelector": sel})).unwrap()
+        };
+        let (a, b) = (pod("a", &[], "10.0.0.1"), pod("b", &[], "10.0.0.2"));
+        assert!(m.peer_matches(&peer(json!({"matchLabels": {"team": "x"}})), "p", &a));
+        assert!(!m.peer_matches(&peer(json!({"matchLabels": {"team": "x"}})), "p", &b));
+        assert!(m.peer_matches(&peer(json!({"matchLabels": {NAMESPACE_NAME_LABEL: "b"}})), "p", &b));
+        assert!(!m.peer_matches(&peer(json!({"matchLabels": {NAMESPACE_NAME_LABEL: "stale"}})), "p", &b));
+        let not_in = json!({"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["x"]}]});
+        assert!(!m.peer_matches(&peer(not_in.clone()), "p", &a));
+        assert!(m.peer_matches(&peer(not_in), "p", &b), "NotIn matches a namespace without the label");
+        let absent = json!({"matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]});
+        assert!(m.peer_matches(&peer(absent), "p", &b));
+        let exists = json!({"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "Exists"}]});
+        assert!(m.peer_matches(&peer(exists), "p", &a), "every namespace has its name label");
+        assert!(m.peer_matches(&peer(json!({})), "p", &a), "an empty selector selects every namespace");
     }
 
     #[test]
