@@ -78,7 +78,7 @@ pub const CACHES_GATE: &str = "watch-caches";
 impl Default for Options {
     fn default() -> Self {
         Self {
-            concurrency: 64,
+            concurrency: 32,
             apply_concurrency: 16,
             api_concurrency: 64,
             page_size: 500,
