@@ -148,11 +148,7 @@ fn base64_of(bytes: &[u8]) -> String {
 }
 
 async fn ssa(client: &Client, key: &plan::ObjectKey, body: &Value) {
-    let ar = key.kind.api_resource();
-    let api: Api<DynamicObject> = match &key.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
+    let api = key.api(client);
     for attempt in 0..5 {
         match api.patch(&key.name, &PatchParams::apply("bench-floor").force(), &Patch::Apply(body)).await {
             Ok(_) => return,
@@ -165,8 +161,9 @@ async fn ssa(client: &Client, key: &plan::ObjectKey, body: &Value) {
     }
 }
 
-/// A tight, maximally concurrent client applying the same objects: the floor.
-async fn floor(client: &Client, names: &[String]) -> Duration {
+/// A tight, maximally concurrent client applying the same objects: the
+/// floor; its time, and the keys of what it applied besides namespaces.
+async fn floor(client: &Client, names: &[String]) -> (Duration, Vec<plan::ObjectKey>) {
     let all: Vec<(plan::ObjectKey, Value)> = names.iter().flat_map(|n| floor_objects(n)).collect();
     let (namespaces, rest): (Vec<_>, Vec<_>) =
         all.into_iter().partition(|(k, _)| k.kind == plan::object::Kind::Namespace);
@@ -177,7 +174,7 @@ async fn floor(client: &Client, names: &[String]) -> Duration {
     futures::stream::iter(rest.iter())
         .for_each_concurrent(CONCURRENCY, |(k, v)| async move { ssa(client, k, v).await })
         .await;
-    start.elapsed()
+    (start.elapsed(), rest.into_iter().map(|(k, _)| k).collect())
 }
 
 /// Deletes the floor's objects (its namespaces stay, emptied): the
@@ -185,22 +182,11 @@ async fn floor(client: &Client, names: &[String]) -> Duration {
 /// 2N. Its continuous verification reads every NetworkPolicy and
 /// RoleBinding in the cluster, and left in place, the floor's 27,000
 /// objects at N = 1,000 doubled that part of its memory.
-async fn remove_floor_objects(client: &Client, names: &[String]) -> Duration {
+async fn remove_floor_objects(client: &Client, keys: &[plan::ObjectKey]) -> Duration {
     let start = Instant::now();
-    let keys: Vec<plan::ObjectKey> = names
-        .iter()
-        .flat_map(|n| floor_objects(n))
-        .map(|(k, _)| k)
-        .filter(|k| k.kind != plan::object::Kind::Namespace)
-        .collect();
     futures::stream::iter(keys.iter())
         .for_each_concurrent(CONCURRENCY, |key| async move {
-            let ar = key.kind.api_resource();
-            let api: Api<DynamicObject> = match &key.namespace {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-                None => Api::all_with(client.clone(), &ar),
-            };
-            match api.delete(&key.name, &DeleteParams::background()).await {
+            match key.api(client).delete(&key.name, &DeleteParams::background()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => panic!("floor object {key} not deleted: {e}"),
@@ -510,7 +496,7 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
     println!("\n## N = {n} tenants x 2 namespaces");
 
     let floor_cpu0 = control_plane_cpu();
-    let floor_time = floor(client, &floor_names).await;
+    let (floor_time, floor_keys) = floor(client, &floor_names).await;
     let floor_cpu = cpu_delta(&control_plane_cpu(), &floor_cpu0);
     let objects_per_tenant = floor_objects("x").len();
     println!(
@@ -519,7 +505,7 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
         floor_time.as_secs_f64()
     );
 
-    let removed = remove_floor_objects(client, &floor_names).await;
+    let removed = remove_floor_objects(client, &floor_keys).await;
     println!("floor's objects deleted (its namespaces kept) in {:.1}s", removed.as_secs_f64());
     let settled = settle(client).await;
     println!("floor's follow-up settled after {:.1}s", settled.as_secs_f64());

@@ -1,7 +1,7 @@
 //! Server-side apply of planned objects, deletion and release, each only
 //! when the cache shows it is needed, so a converged tenant costs no writes.
 
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::{Context, Error, diff};
@@ -17,14 +17,6 @@ pub enum Applied {
     Created,
     /// Existed but differed; updated.
     Updated,
-}
-
-fn api(ctx: &Context, key: &ObjectKey) -> Api<DynamicObject> {
-    let ar = key.kind.api_resource();
-    match &key.namespace {
-        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
-        None => Api::all_with(ctx.client.clone(), &ar),
-    }
 }
 
 /// The planned object as it is sent (JSON with the applied-hash annotation) and that hash.
@@ -63,7 +55,7 @@ pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Err
     ctx.metrics.api_write(key.kind.as_str(), "apply");
     let written = {
         let _slot = ctx.api_slots.acquire().await;
-        api(ctx, &key).patch(&key.name, &params, &Patch::Apply(&desired)).await
+        key.api(&ctx.client).patch(&key.name, &params, &Patch::Apply(&desired)).await
     }
     .map_err(|e| Error::api("apply", &key, e))?;
     // An answer that does not hold the plan (another admission webhook
@@ -79,7 +71,7 @@ pub async fn apply(ctx: &Context, object: &ManagedObject) -> Result<Applied, Err
 pub async fn delete(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     ctx.metrics.api_write(key.kind.as_str(), "delete");
     let _slot = ctx.api_slots.acquire().await;
-    match api(ctx, key).delete(&key.name, &DeleteParams::background()).await {
+    match key.api(&ctx.client).delete(&key.name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(e) => Err(Error::api("delete", key, e)),
@@ -94,7 +86,7 @@ pub async fn release(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     ctx.metrics.api_write(key.kind.as_str(), "patch");
     let _slot = ctx.api_slots.acquire().await;
-    match api(ctx, key).patch(&key.name, &params, &Patch::Merge(&patch)).await {
+    match key.api(&ctx.client).patch(&key.name, &params, &Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(e) => Err(Error::api("release", key, e)),

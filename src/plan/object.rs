@@ -6,8 +6,9 @@ use std::fmt;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
-use kube::Resource;
+use kube::api::DynamicObject;
 use kube::core::ApiResource;
+use kube::{Api, Client, Resource};
 
 /// A kind of object bulkhead manages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,6 +92,17 @@ pub struct ObjectKey {
     pub namespace: Option<String>,
     /// The name.
     pub name: String,
+}
+
+impl ObjectKey {
+    /// A dynamic client for this object's kind, in its namespace (cluster-wide for cluster-scoped kinds).
+    pub fn api(&self, client: &Client) -> Api<DynamicObject> {
+        let ar = self.kind.api_resource();
+        match &self.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        }
+    }
 }
 
 impl fmt::Display for ObjectKey {

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DynamicObject, ListParams, ObjectList};
+use kube::api::{Api, ListParams, ObjectList};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -360,14 +360,6 @@ impl From<Unreadable> for String {
     }
 }
 
-fn dynamic_api(client: &Client, key: &ObjectKey) -> Api<DynamicObject> {
-    let ar = key.kind.api_resource();
-    match &key.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    }
-}
-
 /// One object by name: `get`, or, when only `list` is granted (the operator's
 /// least-privilege RBAC lists what it watches), a list by field selector.
 pub(crate) async fn named<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>
@@ -389,7 +381,7 @@ pub(crate) fn forbidden(e: &kube::Error) -> bool {
 }
 
 async fn live_json(client: &Client, key: &ObjectKey) -> Result<Option<Value>, String> {
-    match named(&dynamic_api(client, key), &key.name).await {
+    match named(&key.api(client), &key.name).await {
         Ok(o) => Ok(o.map(|mut o| {
             // Items of a list (the fallback) carry no apiVersion and kind.
             let ar = key.kind.api_resource();
