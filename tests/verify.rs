@@ -662,7 +662,8 @@ fn network_evaluator_agrees_with_the_independent_engine() {
         ("plain", json!({"team": "x"})),
         ("kube-system", json!({})),
     ] {
-        model.namespaces.to_mut().insert(ns.into(), serde_json::from_value(labels).unwrap());
+        let labels: BTreeMap<String, String> = serde_json::from_value(labels).unwrap();
+        model.namespaces.to_mut().insert(ns, &labels);
     }
     for o in a.objects.iter().chain(&b.objects) {
         if let bulkhead::plan::ManagedObject::NetworkPolicy(p) = o {
@@ -707,7 +708,7 @@ fn network_evaluator_agrees_with_the_independent_engine() {
 
     let mut pods = Vec::new();
     let mut n = 0u8;
-    for ns in model.namespaces.keys() {
+    for (ns, _) in model.namespaces.iter() {
         let kinds: Vec<Value> = if ns == "kube-system" {
             vec![json!({"k8s-app": "kube-dns"})]
         } else {
@@ -717,7 +718,7 @@ fn network_evaluator_agrees_with_the_independent_engine() {
             n += 1;
             let ip = if n == 5 { "10.244.1.5".to_string() } else { format!("10.244.0.{n}") };
             pods.push(Pod {
-                namespace: ns.clone(),
+                namespace: ns.to_string(),
                 name: format!("p{i}"),
                 labels: serde_json::from_value(labels).unwrap(),
                 ip: ip.parse().unwrap(),

@@ -184,12 +184,12 @@ pub async fn start(client: Client, options: Options) -> Result<Handle, Error> {
     let sans = target.sans();
     let material = tls::ensure(&client, &options.plan.operator_namespace, &secret, &sans).await?;
     let rustls = RustlsConfig::from_config(material.server_config()?);
-    let recorder = kube::runtime::events::Recorder::new(
+    let recorder = crate::telemetry::events::Recorder::new(
         client.clone(),
         kube::runtime::events::Reporter { controller: "bulkhead-admission".into(), instance: None },
     );
     let app = Arc::new(server::App {
-        recorder: Some(recorder),
+        recorder: Some(Arc::new(recorder)),
         denial_events: denials::Throttle::default(),
         metrics: options.metrics.clone(),
         view: Arc::new(state),

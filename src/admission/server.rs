@@ -42,7 +42,7 @@ pub struct App {
     /// Request counts and latencies, when the process exports metrics.
     pub metrics: Option<Arc<Metrics>>,
     /// Records a Kubernetes Event on the tenant for real (not dry-run) denials.
-    pub recorder: Option<kube::runtime::events::Recorder>,
+    pub recorder: Option<Arc<crate::telemetry::events::Recorder>>,
     /// How often those Events are published per tenant and rule.
     pub denial_events: Throttle,
 }
@@ -160,7 +160,7 @@ fn report(hook: &str, o: &Outcome) {
 /// A Warning Event on the Tenant, off the request path: the answer to the
 /// apiserver never waits for it. Repeats are folded into one series by the recorder;
 /// `earlier` counts the denials of the same rule the throttle kept from becoming Events.
-fn publish_denial(recorder: kube::runtime::events::Recorder, tenant: String, o: &Outcome, earlier: u64) {
+fn publish_denial(recorder: Arc<crate::telemetry::events::Recorder>, tenant: String, o: &Outcome, earlier: u64) {
     use kube::runtime::events::{Event, EventType};
     let rules: Vec<&str> = o.violations.iter().map(|v| v.rule).collect();
     let ns = o.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();

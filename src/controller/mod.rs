@@ -23,7 +23,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -207,7 +207,7 @@ pub struct Context {
     /// Echoes of our own finalizer patches on Tenants, by Tenant name.
     pub own_tenant_writes: Arc<OwnWrites<String>>,
     /// Kubernetes Event recorder.
-    pub recorder: Recorder,
+    pub recorder: crate::telemetry::events::Recorder,
     /// Metrics of this process.
     pub metrics: Arc<Metrics>,
     /// Reconciles in flight, for background work that must yield to them.
@@ -290,7 +290,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     tracing::info!("watch caches ready");
     options.readiness.gate(CACHES_GATE).set(true);
 
-    let recorder = Recorder::new(
+    let recorder = crate::telemetry::events::Recorder::new(
         client.clone(),
         Reporter { controller: "bulkhead".into(), instance: Some(options.instance.clone()) },
     );

@@ -1,5 +1,6 @@
 //! Logs, security events, metrics, readiness and the operations HTTP server.
 
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod security;

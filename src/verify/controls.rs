@@ -15,12 +15,12 @@ use serde_json::Value;
 use crate::api::{Isolation, SubjectKind};
 use crate::controller::{apply, diff};
 use crate::plan::ManagedObject;
-use crate::plan::network::{self as net, NAMESPACE_NAME_LABEL};
+use crate::plan::network as net;
 use crate::plan::object::Kind;
 use crate::plan::secrets::{AUDIT_KEY_ID, DEK_ID, KEYS_SECRET};
 
 use super::checks::*;
-use super::network::selector_matches;
+use super::network;
 use super::view::{ClusterView, MaterialState, key_digests};
 use super::{CheckResult, Ctx, Evidence, Status};
 
@@ -414,15 +414,9 @@ fn keys(ctx: &Ctx<'_>) -> Vec<CheckResult> {
     vec![present, distinct]
 }
 
-/// Labels of a namespace as the view knows them (at least its immutable name label).
-fn labels_of(view: &ClusterView, ns: &str) -> BTreeMap<String, String> {
-    let mut labels = view.namespaces.get(ns).cloned().unwrap_or_default();
-    labels.entry(NAMESPACE_NAME_LABEL.to_string()).or_insert_with(|| ns.to_string());
-    labels
-}
-
-fn selects(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
-    selector.is_none_or(|s| selector_matches(s, labels))
+/// Whether a webhook's namespaceSelector (none: every namespace) selects `ns` as the view knows it.
+fn selects(selector: Option<&LabelSelector>, view: &ClusterView, ns: &str) -> bool {
+    selector.is_none_or(|s| network::selects(s, |key| view.namespaces.label(ns, key)))
 }
 
 fn rule_covers(rules: Option<&Vec<RuleWithOperations>>, group: &str, resource: &str) -> bool {
@@ -438,18 +432,17 @@ fn rule_covers(rules: Option<&Vec<RuleWithOperations>>, group: &str, resource: &
 
 /// Names of bulkhead webhooks that see CREATE of `resource` in namespace `ns`.
 pub fn webhooks_covering(view: &ClusterView, group: &str, resource: &str, ns: &str) -> Vec<String> {
-    let labels = labels_of(view, ns);
     let mut out = Vec::new();
     for c in &view.webhooks.validating {
         for w in c.webhooks.iter().flatten() {
-            if rule_covers(w.rules.as_ref(), group, resource) && selects(w.namespace_selector.as_ref(), &labels) {
+            if rule_covers(w.rules.as_ref(), group, resource) && selects(w.namespace_selector.as_ref(), view, ns) {
                 out.push(w.name.clone());
             }
         }
     }
     for c in &view.webhooks.mutating {
         for w in c.webhooks.iter().flatten() {
-            if rule_covers(w.rules.as_ref(), group, resource) && selects(w.namespace_selector.as_ref(), &labels) {
+            if rule_covers(w.rules.as_ref(), group, resource) && selects(w.namespace_selector.as_ref(), view, ns) {
                 out.push(w.name.clone());
             }
         }
@@ -573,7 +566,7 @@ fn webhook_evidence(
     let mut out = Vec::new();
     if namespaced(rules) {
         let covered: Vec<&String> =
-            ctx.facts.namespaces().iter().filter(|ns| selects(selector, &labels_of(ctx.view, ns))).collect();
+            ctx.facts.namespaces().iter().filter(|ns| selects(selector, ctx.view, ns)).collect();
         let n = ctx.facts.namespaces().len();
         out.push(Evidence::plain(
             format!("webhook {name} namespaceSelector covers the tenant's namespaces"),
@@ -582,7 +575,7 @@ fn webhook_evidence(
         ));
         let operator = ctx.settings.plan.operator_namespace.as_str();
         for exempt in ["kube-system", operator] {
-            let hit = selects(selector, &labels_of(ctx.view, exempt));
+            let hit = selects(selector, ctx.view, exempt);
             out.push(Evidence::plain(
                 format!("webhook {name} exempts namespace {exempt}"),
                 if hit { "not exempt: a down webhook would block it" } else { "exempt" },

@@ -6,6 +6,7 @@
 //!
 //! - [`checks`]: the catalogue (stable ids, titles, controls, remediation);
 //! - [`view`]: what is read from the cluster, once per run and per tenant;
+//! - [`packed`]: the compact, shared form the view keeps namespaces, policies and bindings in;
 //! - [`access`]: SubjectAccessReviews and impersonated server-side dry-runs;
 //! - [`controls`]: managed objects against the plan, keys, webhooks;
 //! - [`network`]: a NetworkPolicy evaluator and the cross-tenant check;
@@ -19,6 +20,7 @@ pub mod checks;
 pub mod cli;
 pub mod controls;
 pub mod network;
+pub mod packed;
 pub mod pods;
 pub mod report;
 pub mod schedule;

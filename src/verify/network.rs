@@ -28,9 +28,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use crate::plan::network::NAMESPACE_NAME_LABEL;
-
 use super::checks::CROSS_TENANT_TRAFFIC;
+use super::packed::Namespaces;
 use super::{CheckResult, Ctx, Evidence};
 
 /// Labels by key.
@@ -42,7 +41,7 @@ pub fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
 }
 
 /// [`selector_matches`] over a label lookup, so a namespace's labels need not be copied to add its name label.
-fn selects<'a>(selector: &LabelSelector, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+pub fn selects<'a>(selector: &LabelSelector, label: impl Fn(&str) -> Option<&'a str>) -> bool {
     let by_labels = selector.match_labels.iter().flatten().all(|(k, v)| label(k) == Some(v.as_str()));
     let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
         let values = e.values.as_deref().unwrap_or_default();
@@ -142,7 +141,7 @@ pub struct Model<'a> {
     /// Namespace labels by name; `kubernetes.io/metadata.name` is implied.
     /// Borrowed from the cluster view by the check: a copy per tenant was a
     /// megabytes-large transient every few seconds at a thousand tenants.
-    pub namespaces: Cow<'a, BTreeMap<String, Labels>>,
+    pub namespaces: Cow<'a, Namespaces>,
     /// Policies by namespace.
     pub policies: BTreeMap<String, Vec<NetworkPolicy>>,
 }
@@ -201,13 +200,7 @@ impl Model<'_> {
         let ns_ok = match &peer.namespace_selector {
             None => pod.namespace == policy_ns,
             // Every candidate connection asks this: no copy of the namespace's labels.
-            Some(sel) => selects(sel, |key| {
-                if key == NAMESPACE_NAME_LABEL {
-                    Some(pod.namespace.as_str())
-                } else {
-                    self.namespaces.get(&pod.namespace).and_then(|l| l.get(key)).map(String::as_str)
-                }
-            }),
+            Some(sel) => selects(sel, |key| self.namespaces.label(&pod.namespace, key)),
         };
         ns_ok && peer.pod_selector.as_ref().is_none_or(|sel| selector_matches(sel, &pod.labels))
     }
@@ -599,6 +592,7 @@ pub fn run(ctx: &Ctx<'_>) -> CheckResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::network::NAMESPACE_NAME_LABEL;
     use serde_json::json;
 
     fn np(ns: &str, name: &str, spec: serde_json::Value) -> NetworkPolicy {
@@ -618,10 +612,9 @@ mod tests {
     #[test]
     fn namespace_selectors_see_the_labels_and_the_implied_name() {
         let mut m = Model::default();
-        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        m.namespaces.to_mut().insert("a".into(), labels(&[("team", "x")]));
+        m.namespaces.to_mut().insert("a", [("team", "x")]);
         // A stale copy of the name label loses to the namespace's real name.
-        m.namespaces.to_mut().insert("b".into(), labels(&[(NAMESPACE_NAME_LABEL, "stale")]));
+        m.namespaces.to_mut().insert("b", [(NAMESPACE_NAME_LABEL, "stale")]);
         let peer = |sel: serde_json::Value| -> NetworkPolicyPeer {
             serde_json::from_value(json!({"namespaceSelector": sel})).unwrap()
         };

@@ -7,7 +7,6 @@
 //! live objects, read fresh for every check of that tenant.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +15,6 @@ use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, ObjectList};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -30,6 +28,7 @@ use crate::plan::quota::Observed;
 use crate::plan::secrets::{KEYS_SECRET, Material, source_name};
 use crate::plan::{self, DesiredState, ManagedObject, ObjectKey};
 
+use super::packed::{ByNamespace, Namespaces};
 use super::{Settings, VerifyError};
 
 /// Phase of a namespace a tenant holds (as the controller records it).
@@ -112,66 +111,15 @@ fn is_bulkhead<K: Resource>(o: &K) -> bool {
         || o.meta().labels.as_ref().and_then(|l| l.get(plan::LABEL_MANAGED_BY)).is_some_and(|v| v == plan::MANAGED_BY)
 }
 
-/// The view's copy of a cluster-wide object: its spec, subjects and name,
-/// which is all the connectivity model and the access checks read; labels
-/// and annotations were most of each. (A tenant's own objects, compared
-/// field by field, are read separately.)
-fn identity_only<K: Resource>(mut o: K) -> K {
-    let meta = o.meta_mut();
-    *meta = ObjectMeta { name: meta.name.take(), namespace: meta.namespace.take(), ..Default::default() };
-    o
-}
-
-/// Objects of one kind by namespace, each namespace's kept as one compact
-/// JSON array and decoded when a check asks for it. The operator keeps its
-/// view for minutes; at a thousand tenants the typed form of every policy
-/// and binding in the cluster was the largest part of its memory.
-#[derive(Clone, Debug)]
-pub struct ByNamespace<K> {
-    packed: BTreeMap<String, Box<[u8]>>,
-    _kind: PhantomData<fn() -> K>,
-}
-
-impl<K> Default for ByNamespace<K> {
-    fn default() -> Self {
-        Self { packed: BTreeMap::new(), _kind: PhantomData }
-    }
-}
-
-impl<K: Resource + Serialize + DeserializeOwned> ByNamespace<K> {
-    /// Lists every object of the kind and packs it page by page, so no more
-    /// than one page is ever held in typed form.
-    pub async fn list(api: &Api<K>, params: &ListParams) -> Result<Self, kube::Error>
-    where
-        K: Clone + std::fmt::Debug,
-    {
-        let mut packed = Self::default();
-        for_each_page(api, params, |page| packed.extend(page)).await?;
-        Ok(packed)
-    }
-
-    /// Adds `objects` by namespace, keeping only what the checks read (see [`identity_only`]).
-    fn extend(&mut self, objects: impl IntoIterator<Item = K>) {
-        let mut by_ns: BTreeMap<String, Vec<K>> = BTreeMap::new();
-        for o in objects {
-            by_ns.entry(o.meta().namespace.clone().unwrap_or_default()).or_default().push(identity_only(o));
-        }
-        for (ns, mut objects) in by_ns {
-            // A namespace split across pages: append to what the earlier page packed.
-            if let Some(earlier) = self.packed.remove(&ns) {
-                let mut all: Vec<K> = serde_json::from_slice(&earlier).unwrap_or_default();
-                all.append(&mut objects);
-                objects = all;
-            }
-            // Serializing objects that were just decoded cannot fail.
-            self.packed.insert(ns, serde_json::to_vec(&objects).unwrap_or_default().into_boxed_slice());
-        }
-    }
-
-    /// The objects in `ns`, if it holds any.
-    pub fn get(&self, ns: &str) -> Option<Vec<K>> {
-        self.packed.get(ns).and_then(|bytes| serde_json::from_slice(bytes).ok())
-    }
+/// Lists every object of a kind into the view's compact form, page by page,
+/// so no more than one page is ever held in typed form.
+async fn packed<K>(api: &Api<K>, params: &ListParams) -> Result<ByNamespace<K>, kube::Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let mut packed = ByNamespace::default();
+    for_each_page(api, params, |page| packed.extend(page)).await?;
+    Ok(packed)
 }
 
 /// What every tenant's checks share, read once per run.
@@ -179,7 +127,7 @@ pub struct ClusterView {
     /// Every Tenant (in the operator, shared with the controller's store: not a copy).
     pub tenants: Vec<Arc<Tenant>>,
     /// Every namespace and its labels.
-    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    pub namespaces: Namespaces,
     /// Every NetworkPolicy, by namespace.
     pub policies: ByNamespace<NetworkPolicy>,
     /// Every RoleBinding, by namespace.
@@ -198,16 +146,18 @@ impl ClusterView {
     /// Reads the view of `tenants`.
     pub async fn fetch(client: &Client, settings: &Settings, tenants: Vec<Arc<Tenant>>) -> Result<Self, VerifyError> {
         let lp = ListParams::default();
-        let namespaces = list_all(&Api::<Namespace>::all(client.clone()), &lp)
-            .await
-            .map_err(|e| VerifyError::api("list namespaces", e))?
-            .into_iter()
-            .map(|n| (n.name_any(), n.labels().clone()))
-            .collect();
-        let policies = ByNamespace::list(&Api::<NetworkPolicy>::all(client.clone()), &lp)
+        let mut namespaces = Namespaces::default();
+        for_each_page(&Api::<Namespace>::all(client.clone()), &lp, |page| {
+            for n in page {
+                namespaces.insert(&n.name_any(), n.labels());
+            }
+        })
+        .await
+        .map_err(|e| VerifyError::api("list namespaces", e))?;
+        let policies = packed(&Api::<NetworkPolicy>::all(client.clone()), &lp)
             .await
             .map_err(|e| VerifyError::api("list NetworkPolicies", e))?;
-        let role_bindings = ByNamespace::list(&Api::<RoleBinding>::all(client.clone()), &lp)
+        let role_bindings = packed(&Api::<RoleBinding>::all(client.clone()), &lp)
             .await
             .map_err(|e| VerifyError::api("list RoleBindings", e))?;
         let (vwc, mwc) = (
@@ -274,11 +224,11 @@ impl ClusterView {
                 out.insert(ns, name.clone());
             }
         }
-        for (ns, labels) in &self.namespaces {
+        for (ns, labels) in self.namespaces.iter() {
             if let Some(holder) = labels.get(plan::LABEL_TENANT)
                 && holder != tenant
             {
-                out.entry(ns.clone()).or_insert_with(|| holder.clone());
+                out.entry(ns.to_string()).or_insert_with(|| holder.to_string());
             }
         }
         for ns in own {
@@ -511,44 +461,5 @@ impl TenantFacts {
     /// The tenant's namespaces (held and planned).
     pub fn namespaces(&self) -> &[String] {
         &self.desired.namespaces
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn policy(ns: &str, name: &str) -> NetworkPolicy {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": ns, "uid": "u", "resourceVersion": "7",
-                         "labels": {"app.kubernetes.io/managed-by": "bulkhead"}, "annotations": {"a": "b"}},
-            "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
-                     "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"t": "x"}}}]}]}
-        }))
-        .expect("policy")
-    }
-
-    #[test]
-    fn packed_objects_keep_spec_and_identity_per_namespace() {
-        let mut packed = ByNamespace::default();
-        packed.extend([policy("a", "p1"), policy("b", "p2"), policy("a", "p3")]);
-        let a = packed.get("a").expect("namespace a");
-        assert_eq!(a.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["p1", "p3"]);
-        assert_eq!(a[0].spec, policy("a", "p1").spec);
-        assert_eq!(a[0].metadata.namespace.as_deref(), Some("a"));
-        assert!(a[0].metadata.labels.is_none() && a[0].metadata.annotations.is_none() && a[0].metadata.uid.is_none());
-        assert_eq!(packed.get("b").map(|v| v.len()), Some(1));
-        assert!(packed.get("c").is_none());
-    }
-
-    #[test]
-    fn a_namespace_split_across_pages_is_kept_whole() {
-        let mut packed = ByNamespace::default();
-        packed.extend([policy("a", "p1")]);
-        packed.extend([policy("a", "p2"), policy("b", "p3")]);
-        let names = |ns| packed.get(ns).unwrap_or_default().iter().map(|p| p.name_any()).collect::<Vec<_>>();
-        assert_eq!(names("a"), ["p1", "p2"]);
-        assert_eq!(names("b"), ["p3"]);
     }
 }
