@@ -12,10 +12,11 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 
 use super::facts::{NamespaceInfo, View};
 use crate::api::Tenant;
+use crate::controller::cache::drop_unread;
 
 /// Watch-fed caches of Tenants and namespaces.
 #[derive(Clone)]
@@ -24,20 +25,13 @@ pub struct State {
     namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
-fn strip<K: Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
-    if let Some(a) = obj.meta_mut().annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
 impl State {
     /// Starts both watches; they run until the process ends, retrying with backoff.
     pub fn start(client: &Client) -> Self {
         let (tenants, tenant_writer) = reflector::store();
         let tenant_stream = watcher(Api::<Tenant>::all(client.clone()), watcher::Config::default())
             .default_backoff()
-            .modify(strip)
+            .modify(drop_unread)
             .reflect(tenant_writer);
         tokio::spawn(tenant_stream.for_each(|event| async move {
             if let Err(e) = event {
@@ -47,7 +41,7 @@ impl State {
         let (namespaces, ns_writer) = reflector::store();
         let ns_stream = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
             .default_backoff()
-            .modify(strip)
+            .modify(drop_unread)
             .reflect(ns_writer);
         tokio::spawn(ns_stream.for_each(|event| async move {
             if let Err(e) = event {

@@ -33,7 +33,8 @@ type Key = (Option<String>, String);
 #[derive(Clone)]
 struct Entry {
     resource_version: Option<Box<str>>,
-    tenant: Option<Box<str>>,
+    /// Shared by every entry of the tenant (and its index key).
+    tenant: Option<Arc<str>>,
     managed: bool,
     shared: bool,
     body: Body,
@@ -44,10 +45,16 @@ struct Entry {
 enum Body {
     /// The object as JSON, without identity and version fields.
     Json(Box<[u8]>),
-    /// Found to hold the planned configuration with this applied-hash: at
-    /// this resourceVersion nothing else needs to be known. Any change
-    /// arrives with a new version and brings the JSON back.
-    AsPlanned(Box<str>),
+    /// Found to hold the planned configuration with this applied-hash (see
+    /// [`hash_bits`]): at this resourceVersion nothing else needs to be
+    /// known. Any change arrives with a new version and brings the JSON back.
+    AsPlanned(u64),
+}
+
+/// An applied-hash (16 hex digits, [`crate::controller::diff::config_hash`])
+/// as the number it spells: kept inline, not as one more allocation per object.
+fn hash_bits(hash: &str) -> Option<u64> {
+    (hash.len() == 16).then(|| u64::from_str_radix(hash, 16).ok()).flatten()
 }
 
 impl Entry {
@@ -66,7 +73,7 @@ impl Entry {
     fn new(change: Change, body: Body) -> Self {
         Entry {
             resource_version: change.resource_version.map(Box::from),
-            tenant: change.tenant.map(Box::from),
+            tenant: change.tenant.map(Arc::from),
             managed: change.managed,
             shared: change.shared,
             body,
@@ -117,7 +124,7 @@ struct Inner {
     // Keys are shared between the map and the per-tenant index: at a
     // thousand tenants a second copy of every key was megabytes.
     objects: HashMap<Arc<Key>, Entry>,
-    by_tenant: HashMap<String, BTreeSet<Arc<Key>>>,
+    by_tenant: HashMap<Arc<str>, BTreeSet<Arc<Key>>>,
     relist: Option<HashMap<Arc<Key>, Entry>>,
     /// Highest resourceVersion the watch delivered: a write at or below it
     /// has already reached the cache, with whatever followed it.
@@ -220,19 +227,26 @@ fn key_of(meta: &ObjectMeta) -> Key {
     (meta.namespace.clone(), meta.name.clone().unwrap_or_default())
 }
 
-/// Drops what bulkhead never reads: managedFields and kubectl's
-/// last-applied copy are most of an object's size; identity and version
-/// fields are never part of what it compares (the version is kept aside).
-fn strip<K: kube::Resource>(obj: &mut K) {
+/// Drops what no part of bulkhead reads from any object it keeps:
+/// managedFields and kubectl's last-applied copy (client-side apply, as
+/// GitOps tools use it), which are most of an object's size.
+pub fn drop_unread<K: kube::Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// [`drop_unread`], and the identity and version fields, which are never
+/// part of what the cache compares (the version is kept aside).
+fn strip<K: kube::Resource>(obj: &mut K) {
+    drop_unread(obj);
+    let meta = obj.meta_mut();
     meta.resource_version = None;
     meta.uid = None;
     meta.creation_timestamp = None;
     meta.generation = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
 }
 
 fn change_of(meta: &ObjectMeta) -> Change {
@@ -267,23 +281,33 @@ impl Inner {
 
     /// Stores `entry` under `key`, keeping the per-tenant index in step; the entry it replaced.
     fn put(&mut self, key: Key, entry: Entry) -> Option<Entry> {
-        let tenant = entry.tenant.clone();
         let key = match self.objects.get_key_value(&key) {
             Some((known, _)) => known.clone(),
             None => Arc::new(key),
         };
-        let old = self.objects.insert(key.clone(), entry);
+        self.put_shared(key, entry)
+    }
+
+    fn put_shared(&mut self, key: Arc<Key>, mut entry: Entry) -> Option<Entry> {
+        let old = self.objects.remove(&key);
         if let Some(old) = &old {
             self.index_remove(old.tenant.as_deref(), &key);
         }
-        self.index_insert(tenant.as_deref(), key);
+        if let Some(tenant) = entry.tenant.take() {
+            entry.tenant = Some(self.index_insert(tenant, key.clone()));
+        }
+        self.objects.insert(key, entry);
         old
     }
 
-    fn index_insert(&mut self, entry_tenant: Option<&str>, key: Arc<Key>) {
-        if let Some(t) = entry_tenant {
-            self.by_tenant.entry(t.to_string()).or_default().insert(key);
-        }
+    /// Files `key` under its tenant; returns the tenant's name as every entry of it shares it.
+    fn index_insert(&mut self, tenant: Arc<str>, key: Arc<Key>) -> Arc<str> {
+        let shared = match self.by_tenant.get_key_value(&*tenant) {
+            Some((known, _)) => known.clone(),
+            None => tenant,
+        };
+        self.by_tenant.entry(shared.clone()).or_default().insert(key);
+        shared
     }
 
     fn index_remove(&mut self, entry_tenant: Option<&str>, key: &Key) {
@@ -419,14 +443,11 @@ where
                     .map(|(k, o)| o.change(k))
                     .collect();
                 changed.extend(fresh.iter().filter(|(k, _)| !inner.objects.contains_key(*k)).map(|(k, o)| o.change(k)));
-                let mut by_tenant: HashMap<String, BTreeSet<Arc<Key>>> = HashMap::new();
-                for (key, entry) in &fresh {
-                    if let Some(t) = entry.tenant.as_deref() {
-                        by_tenant.entry(t.to_string()).or_default().insert(key.clone());
-                    }
+                inner.objects = HashMap::with_capacity(fresh.len());
+                inner.by_tenant = HashMap::new();
+                for (key, entry) in fresh {
+                    inner.put_shared(key, entry);
                 }
-                inner.objects = fresh;
-                inner.by_tenant = by_tenant;
                 let first = !*self.ready.borrow();
                 self.ready.send_replace(true);
                 // The first list is the starting point, not a change.
@@ -488,19 +509,20 @@ where
             let inner = self.inner.read().ok()?;
             let entry = inner.objects.get(&key)?;
             match &entry.body {
-                Body::AsPlanned(planned) => return Some(&**planned == hash),
+                Body::AsPlanned(planned) => return Some(hash_bits(hash) == Some(*planned)),
                 Body::Json(json) => (entry.resource_version.clone(), serde_json::from_slice(json).ok()?),
             }
         };
         let as_planned = holds(&observed);
         if as_planned
             && !self.reads.content_of(namespace)
+            && let Some(bits) = hash_bits(hash)
             && let Ok(mut inner) = self.inner.write()
             && let Some(entry) = inner.objects.get_mut(&key)
             // Unless the watch replaced it meanwhile.
             && entry.resource_version == version
         {
-            entry.body = Body::AsPlanned(hash.into());
+            entry.body = Body::AsPlanned(bits);
         }
         Some(as_planned)
     }
@@ -529,8 +551,8 @@ where
         let meta = identity(&written["metadata"]);
         let key = key_of(&meta);
         // An answer that holds the plan needs no more than its hash and labels.
-        let entry = match as_planned.filter(|_| !self.reads.content_of(key.0.as_deref())) {
-            Some(hash) => Entry::new(change_of(&meta), Body::AsPlanned(hash.into())),
+        let entry = match as_planned.filter(|_| !self.reads.content_of(key.0.as_deref())).and_then(hash_bits) {
+            Some(bits) => Entry::new(change_of(&meta), Body::AsPlanned(bits)),
             None => match serde_json::from_value::<K>(written) {
                 Ok(obj) => entry_of(obj),
                 Err(_) => return false,
@@ -577,6 +599,18 @@ mod tests {
     use k8s_openapi::api::core::v1::Secret;
     use serde_json::json;
 
+    /// Applied-hashes as `config_hash` spells them.
+    const H1: &str = "00000000000000a1";
+    const H2: &str = "00000000000000b2";
+
+    #[test]
+    fn applied_hashes_are_kept_as_the_numbers_they_spell() {
+        let hash = crate::controller::diff::config_hash(&json!({"kind": "NetworkPolicy"}));
+        assert_eq!(hash_bits(&hash).map(|b| format!("{b:016x}")), Some(hash));
+        assert_eq!(hash_bits("h1"), None);
+        assert_eq!(hash_bits("zzzzzzzzzzzzzzzz"), None);
+    }
+
     fn secret(rv: &str, value: &str) -> Secret {
         serde_json::from_value(json!({
             "metadata": {"name": "s", "namespace": "ns", "resourceVersion": rv,
@@ -611,11 +645,11 @@ mod tests {
     fn an_object_found_as_planned_keeps_only_the_hash_until_it_changes() {
         let cache = Cache::<Secret>::new(Kind::Secret, Reads::In("operator".into()));
         cache.apply(watcher::Event::Apply(secret_in("ns", "10", "YQ==")));
-        assert_eq!(as_planned(&cache, "ns", "h1", "Yg=="), Some(false), "judged on the content first");
-        assert_eq!(as_planned(&cache, "ns", "h1", "YQ=="), Some(true));
+        assert_eq!(as_planned(&cache, "ns", H1, "Yg=="), Some(false), "judged on the content first");
+        assert_eq!(as_planned(&cache, "ns", H1, "YQ=="), Some(true));
         assert!(cache.get(Some("ns"), "s").is_none(), "the content is dropped");
-        assert_eq!(as_planned(&cache, "ns", "h1", "Yg=="), Some(true), "the hash answers for that version");
-        assert_eq!(as_planned(&cache, "ns", "h2", "YQ=="), Some(false), "another plan needs a write");
+        assert_eq!(as_planned(&cache, "ns", H1, "Yg=="), Some(true), "the hash answers for that version");
+        assert_eq!(as_planned(&cache, "ns", H2, "YQ=="), Some(false), "another plan needs a write");
         // The same version again (an echo, a relist) is the same content.
         cache.apply(watcher::Event::Apply(secret_in("ns", "10", "YQ==")));
         cache.apply(watcher::Event::Init);
@@ -625,7 +659,7 @@ mod tests {
         assert_eq!(cache.managed_of_tenant("acme"), vec![(Some("ns".into()), "s".into())]);
         // Someone changed it: the content is back and judged again.
         cache.apply(watcher::Event::Apply(secret_in("ns", "11", "Yg==")));
-        assert_eq!(as_planned(&cache, "ns", "h1", "YQ=="), Some(false));
+        assert_eq!(as_planned(&cache, "ns", H1, "YQ=="), Some(false));
         assert!(cache.get(Some("ns"), "s").is_some());
     }
 
@@ -633,12 +667,12 @@ mod tests {
     fn objects_bulkhead_reads_keep_their_content() {
         let cache = Cache::<Secret>::new(Kind::Secret, Reads::In("operator".into()));
         cache.apply(watcher::Event::Apply(secret_in("operator", "10", "YQ==")));
-        assert_eq!(as_planned(&cache, "operator", "h1", "YQ=="), Some(true));
+        assert_eq!(as_planned(&cache, "operator", H1, "YQ=="), Some(true));
         assert!(cache.get(Some("operator"), "s").is_some(), "a key source stays readable");
         assert!(Lookup::write_through(
             cache.as_ref(),
             serde_json::to_value(secret_in("operator", "12", "Yg==")).expect("json"),
-            Some("h2")
+            Some(H2)
         ));
         assert_eq!(cached_in(&cache, "operator"), Some(json!("Yg==")));
     }
@@ -647,9 +681,9 @@ mod tests {
     fn a_write_found_as_planned_is_cached_as_its_hash() {
         let cache = Cache::<Secret>::new(Kind::Secret, Reads::In("operator".into()));
         let written = serde_json::to_value(secret_in("ns", "10", "YQ==")).expect("json");
-        assert!(Lookup::write_through(cache.as_ref(), written, Some("h1")));
+        assert!(Lookup::write_through(cache.as_ref(), written, Some(H1)));
         assert!(cache.get(Some("ns"), "s").is_none());
-        assert_eq!(as_planned(&cache, "ns", "h1", "Yg=="), Some(true));
+        assert_eq!(as_planned(&cache, "ns", H1, "Yg=="), Some(true));
         assert_eq!(cache.resource_version(Some("ns"), "s").as_deref(), Some("10"));
         assert_eq!(cache.managed_of_tenant("acme"), vec![(Some("ns".into()), "s".into())]);
         // Its echo keeps it so; a later change does not.

@@ -369,12 +369,12 @@ async fn lead(
     if let Some(selector) = &options.tenant_selector {
         tenant_watch = tenant_watch.labels(selector);
     }
-    // managedFields are the bulk of a Tenant and never read: the store keeps Tenants without them.
+    // managedFields (and a last-applied copy) are the bulk of a Tenant and never read: the store keeps Tenants without them.
     let (store, writer) = kube::runtime::reflector::store();
     let own = ctx.own_tenant_writes.clone();
     let tenant_stream = watcher(tenants, tenant_watch)
         .backoff(backoff::WatchBackoff::default())
-        .modify(|t: &mut Tenant| t.metadata.managed_fields = None)
+        .modify(cache::drop_unread)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(intent, Default::default())

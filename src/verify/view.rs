@@ -23,6 +23,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::api::Tenant;
+use crate::controller::cache::drop_unread;
 use crate::controller::keys::decode_source;
 use crate::plan::quota::Observed;
 use crate::plan::secrets::{KEYS_SECRET, Material, source_name};
@@ -55,7 +56,7 @@ where
     Ok(out)
 }
 
-/// Hands every page of a list to `take`, each object without managedFields.
+/// Hands every page of a list to `take`, each object without what nothing reads ([`drop_unread`]).
 async fn for_each_page<K>(api: &Api<K>, params: &ListParams, mut take: impl FnMut(Vec<K>)) -> Result<(), kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
@@ -67,7 +68,7 @@ where
             page.items
                 .into_iter()
                 .map(|mut o| {
-                    o.meta_mut().managed_fields = None;
+                    drop_unread(&mut o);
                     o
                 })
                 .collect(),
