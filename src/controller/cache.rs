@@ -207,6 +207,43 @@ impl<K: std::hash::Hash + Eq> OwnWrites<K> {
     }
 }
 
+/// The newest resourceVersion of each Tenant bulkhead wrote (finalizer,
+/// status) until the Tenant store shows it. A reconcile that starts from an
+/// older copy (another trigger came while the watch was still delivering
+/// our write) would compute the status again against a stale one and write
+/// it twice; it waits for the store instead.
+#[derive(Default)]
+pub struct TenantWrites(Mutex<HashMap<String, (u64, std::time::Instant)>>);
+
+impl TenantWrites {
+    /// How long the store may lag before a reconcile goes on with what it has
+    /// (a broken watch relists; it must not hold reconciles forever).
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Records that bulkhead wrote `tenant`, answered with `resource_version`.
+    pub fn wrote(&self, tenant: &str, resource_version: Option<&str>) {
+        let version = version_number(resource_version);
+        if let (true, Ok(mut map)) = (version > 0, self.0.lock()) {
+            map.insert(tenant.to_string(), (version, std::time::Instant::now()));
+        }
+    }
+
+    /// Whether the store's copy of `tenant` (at `resource_version`) is older than our last write of it.
+    pub fn store_behind(&self, tenant: &str, resource_version: Option<&str>) -> bool {
+        let Ok(mut map) = self.0.lock() else {
+            return false;
+        };
+        match map.get(tenant) {
+            Some((ours, at)) if version_number(resource_version) < *ours && at.elapsed() < Self::PATIENCE => true,
+            Some(_) => {
+                map.remove(tenant);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
 /// Where cache changes are reported.
 #[derive(Clone)]
 pub struct Triggers {
@@ -602,6 +639,19 @@ mod tests {
     /// Applied-hashes as `config_hash` spells them.
     const H1: &str = "00000000000000a1";
     const H2: &str = "00000000000000b2";
+
+    #[test]
+    fn a_reconcile_waits_for_the_store_to_show_our_own_tenant_write() {
+        let writes = TenantWrites::default();
+        assert!(!writes.store_behind("acme", Some("5")), "nothing written");
+        writes.wrote("acme", Some("10"));
+        assert!(writes.store_behind("acme", Some("9")), "the store has not shown the write");
+        assert!(!writes.store_behind("other", Some("9")));
+        assert!(!writes.store_behind("acme", Some("10")), "shown");
+        assert!(!writes.store_behind("acme", Some("9")), "forgotten once shown");
+        writes.wrote("acme", None);
+        assert!(!writes.store_behind("acme", Some("1")), "an answer without a version is not waited for");
+    }
 
     #[test]
     fn applied_hashes_are_kept_as_the_numbers_they_spell() {

@@ -206,6 +206,8 @@ pub struct Context {
     pub own_writes: Arc<OwnWrites>,
     /// Echoes of our own finalizer patches on Tenants, by Tenant name.
     pub own_tenant_writes: Arc<OwnWrites<String>>,
+    /// Our Tenant writes the store has not shown yet.
+    pub tenant_writes: cache::TenantWrites,
     /// Kubernetes Event recorder.
     pub recorder: crate::telemetry::events::Recorder,
     /// Metrics of this process.
@@ -301,6 +303,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         caches,
         own_writes,
         own_tenant_writes: Default::default(),
+        tenant_writes: Default::default(),
         recorder,
         metrics,
         activity: Default::default(),

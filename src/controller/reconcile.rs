@@ -32,6 +32,9 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     let started = std::time::Instant::now();
     let _busy = ctx.activity.busy();
     let result = async {
+        if ctx.tenant_writes.store_behind(&tenant.name_any(), tenant.meta().resource_version.as_deref()) {
+            return Ok(Action::requeue(STORE_CATCH_UP));
+        }
         if tenant.meta().deletion_timestamp.is_some() {
             return finalize::finalize(&tenant, &ctx).await;
         }
@@ -45,6 +48,9 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     ctx.metrics.reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
     result
 }
+
+/// How soon a reconcile that found the Tenant store behind our own write looks again.
+const STORE_CATCH_UP: Duration = Duration::from_millis(100);
 
 /// Retries a failed reconcile after a short pause.
 pub fn error_policy(tenant: Arc<Tenant>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -66,6 +72,7 @@ async fn ensure_finalizer(tenant: &Tenant, ctx: &Context) -> Result<(), Error> {
     let failed = |verb, e| Error::api_named(verb, format!("Tenant {name}"), e);
     match api.patch(&name, &field_manager(), &Patch::Merge(&patch)).await {
         Ok(written) => {
+            ctx.tenant_writes.wrote(&name, written.metadata.resource_version.as_deref());
             ctx.own_tenant_writes.record(name, written.metadata.resource_version);
             Ok(())
         }
@@ -343,10 +350,11 @@ async fn write_status(tenant: &Tenant, ctx: &Context, report: &Report) -> Result
     }
     let patch = json!({"status": status});
     ctx.metrics.api_write("Tenant/status", "patch");
-    Api::<Tenant>::all(ctx.client.clone())
-        .patch_status(&tenant.name_any(), &field_manager(), &Patch::Merge(&patch))
+    let written = Api::<Tenant>::all(ctx.client.clone())
+        .patch_status(&name, &field_manager(), &Patch::Merge(&patch))
         .await
-        .map_err(|e| Error::api_named("update status of", format!("Tenant {}", tenant.name_any()), e))?;
+        .map_err(|e| Error::api_named("update status of", format!("Tenant {name}"), e))?;
+    ctx.tenant_writes.wrote(&name, written.metadata.resource_version.as_deref());
     Ok(())
 }
 
