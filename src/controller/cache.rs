@@ -224,6 +224,9 @@ impl TenantWrites {
     pub fn wrote(&self, tenant: &str, resource_version: Option<&str>) {
         let version = version_number(resource_version);
         if let (true, Ok(mut map)) = (version > 0, self.0.lock()) {
+            // Entries past their patience answer nothing: without this, every
+            // tenant deleted before its next reconcile would stay here.
+            map.retain(|_, (_, at)| at.elapsed() < Self::PATIENCE);
             map.insert(tenant.to_string(), (version, std::time::Instant::now()));
         }
     }
@@ -651,6 +654,14 @@ mod tests {
         assert!(!writes.store_behind("acme", Some("9")), "forgotten once shown");
         writes.wrote("acme", None);
         assert!(!writes.store_behind("acme", Some("1")), "an answer without a version is not waited for");
+        let long_ago = std::time::Instant::now().checked_sub(TenantWrites::PATIENCE * 2);
+        if let (Some(at), Ok(mut map)) = (long_ago, writes.0.lock()) {
+            map.insert("gone".into(), (20, at));
+        }
+        assert!(!writes.store_behind("gone", Some("1")), "a store that lags this long is not waited for");
+        writes.0.lock().expect("lock").insert("deleted".into(), (20, long_ago.expect("a clock this old")));
+        writes.wrote("acme", Some("30"));
+        assert_eq!(writes.0.lock().expect("lock").len(), 1, "stale entries are dropped as new writes come");
     }
 
     #[test]
