@@ -27,9 +27,11 @@ release:
 	e2e/release
 
 # Benchmarks against the local control plane (not part of `make test`):
-# scale (floor vs convergence, idle writes, memory, drift repair, audit
-# throughput) and admission (webhook latency over TLS at 1,000 requests/s).
+# scale (floor vs convergence, idle writes, memory, drift repair), admission
+# (webhook latency over TLS at 1,000 requests/s) and sidecar (the audit
+# sidecar process's throughput, CPU and RSS; needs no cluster).
 bench:
 	e2e/cluster up
 	cargo bench --bench scale
 	cargo bench --bench admission
+	cargo bench --bench sidecar

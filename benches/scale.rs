@@ -613,18 +613,6 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
     })
 }
 
-fn audit_bench() -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead")).args(["audit", "bench", "--records", "200000"]).output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            println!("\naudit sidecar (one thread): {text}");
-            json!(text)
-        }
-        _ => json!(null),
-    }
-}
-
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
     // a test run must never start a thousand tenants.
@@ -655,8 +643,7 @@ fn main() {
         }
         results
     });
-    let audit = audit_bench();
-    let report = json!({"machine": m, "results": results, "audit_sidecar": audit});
+    let report = json!({"machine": m, "results": results});
     let path = out_dir.join("scale.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default()).expect("write results");
     println!(

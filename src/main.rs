@@ -30,8 +30,6 @@ enum Command {
     Run(Box<RunArgs>),
     /// Prove each tenant's isolation against the live cluster (exit 0 only when every check passes).
     Verify(bulkhead::verify::cli::VerifyArgs),
-    /// Run the audit sidecar: seal the app's records into a signed chain and ship them.
-    AuditSidecar(bulkhead::audit::cli::SidecarArgs),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -317,7 +315,6 @@ fn main() -> ExitCode {
             Err(e) => Err(format!("cannot start the async runtime: {e}")),
         },
         Command::Verify(args) => return bulkhead::verify::cli::run(args),
-        Command::AuditSidecar(args) => bulkhead::audit::cli::run_sidecar(args),
         Command::Audit { command } => bulkhead::audit::cli::run(command),
     };
     match result {

@@ -451,8 +451,9 @@ async fn audit_sidecar_is_injected_once_and_opt_out_follows_the_mode() {
     assert_eq!(side.restart_policy.as_deref(), Some("Always"));
     assert_eq!(side.image.as_deref(), Some(SIDECAR_IMAGE));
     assert_eq!(side.image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(side.command, Some(vec!["/bulkhead-audit-sidecar".to_string()]));
     let args = side.args.clone().unwrap();
-    assert_eq!(&args[..1], &["audit-sidecar".to_string()]);
+    assert_eq!(&args[..1], &["--keys".to_string()]);
     assert!(args.windows(2).any(|w| w == ["--sink", "https://siem.example/ingest"]), "{args:?}");
     assert!(args.windows(2).any(|w| w == ["--container", "app"]), "{args:?}");
     let keys = side.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "bulkhead-audit-keys").unwrap();

@@ -1,4 +1,4 @@
-//! The real `bulkhead audit-sidecar` process, end to end: records in over
+//! The real `bulkhead-audit-sidecar` process, end to end: records in over
 //! loopback HTTP and a followed file, sealed lines out to a file or to a SIEM
 //! (an HTTP receiver inside this test), and `bulkhead audit verify` on the result.
 //! Every wait is bounded; only 127.0.0.1 is used.
@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// `bulkhead`, for `audit verify`.
 const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
+/// The sidecar program the webhook injects into pods.
+const SIDECAR: &str = env!("CARGO_BIN_EXE_bulkhead-audit-sidecar");
 const WAIT: Duration = Duration::from_secs(30);
 
 fn write_key(dir: &Path, id: &str, byte: u8) {
@@ -45,8 +48,7 @@ impl Sidecar {
     fn start(root: &Path, keys: &Path, extra: &[&str]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let stderr = root.join(format!("sidecar-{}.stderr", addr.port()));
-        let child = Command::new(BIN)
-            .arg("audit-sidecar")
+        let child = Command::new(SIDECAR)
             .arg("--keys")
             .arg(keys)
             .args(["--listen", &addr.to_string()])
@@ -691,7 +693,7 @@ fn kubelet_projection(dir: &Path, generation: u32, files: &[(&str, &str)]) {
 #[test]
 fn the_args_the_webhook_injects_reach_an_https_siem_and_follow_a_rotated_token() {
     use bulkhead::admission::facts::TenantFacts;
-    use bulkhead::admission::mutate::{SINK_DIR, SidecarConfig, sidecar_args};
+    use bulkhead::admission::mutate::{SIDECAR_COMMAND, SINK_DIR, SidecarConfig, sidecar_args};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let keys = key_dir(root, "keys", &[("k1", 1)], "k1");
@@ -710,10 +712,12 @@ fn the_args_the_webhook_injects_reach_an_https_siem_and_follow_a_rotated_token()
     let config = bulkhead::plan::Config::default();
     let facts = TenantFacts::new(&tenant, &config).unwrap();
     let injected = sidecar_args(&facts, "app", &SidecarConfig::default());
+    // The pod runs this program: the image's copy of the one built here.
+    assert_eq!(Path::new(SIDECAR_COMMAND).file_name(), Path::new(SIDECAR).file_name());
     let mount = root.join("audit-sink");
     let mut args = Vec::new();
-    // The first word is the subcommand, then flag and value pairs.
-    for pair in injected[1..].chunks(2).filter(|p| p[0].starts_with("--sink")) {
+    // Flag and value pairs.
+    for pair in injected.chunks(2).filter(|p| p[0].starts_with("--sink")) {
         args.push(pair[0].clone());
         args.push(pair[1].replace(SINK_DIR, &mount.display().to_string()));
     }

@@ -57,7 +57,7 @@ pub struct AdmissionFlags {
     /// The operator's own username, whose requests the webhooks never judge. Default: asked from the apiserver (SelfSubjectReview).
     #[arg(long, env = "BULKHEAD_OPERATOR_USERNAME")]
     pub operator_username: Option<String>,
-    /// Image of the injected audit sidecar (the operator's own image, entrypoint `bulkhead`).
+    /// Image of the injected audit sidecar (the operator's own image, which holds `/bulkhead-audit-sidecar`).
     #[arg(long, env = "BULKHEAD_SIDECAR_IMAGE")]
     pub sidecar_image: Option<String>,
 }

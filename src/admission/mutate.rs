@@ -38,6 +38,8 @@ pub const SINK_VOLUME: &str = "bulkhead-audit-sink";
 pub const SINK_DIR: &str = "/var/run/bulkhead/audit-sink";
 /// File of [`SINK_DIR`] holding the CA bundle.
 pub const SINK_CA_FILE: &str = "ca.pem";
+/// The sidecar's program in the operator's image (`src/bin/bulkhead-audit-sidecar.rs`).
+pub const SIDECAR_COMMAND: &str = "/bulkhead-audit-sidecar";
 /// Loopback address the application posts its records to.
 pub const SIDECAR_LISTEN: &str = "127.0.0.1:8089";
 /// The node label data residency is enforced on.
@@ -48,7 +50,7 @@ pub const PULL_ALWAYS: &str = "Always";
 /// How the sidecar is built; the operator's flags fill it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SidecarConfig {
-    /// The sidecar image (the operator's own image: `bulkhead audit-sidecar`).
+    /// The sidecar image (the operator's own image, which holds [`SIDECAR_COMMAND`]).
     pub image: String,
     /// CPU request.
     pub cpu_request: String,
@@ -138,10 +140,9 @@ pub fn sink_volume(audit: &AuditSpec) -> Option<Volume> {
     })
 }
 
-/// The arguments of `bulkhead audit-sidecar` for one pod.
+/// The arguments of [`SIDECAR_COMMAND`] for one pod.
 pub fn sidecar_args(facts: &TenantFacts, app_container: &str, cfg: &SidecarConfig) -> Vec<String> {
     let mut args: Vec<String> = [
-        "audit-sidecar",
         "--keys",
         KEYS_DIR,
         "--listen",
@@ -212,6 +213,7 @@ pub fn sidecar_container(facts: &TenantFacts, app_container: &str, cfg: &Sidecar
         image: Some(cfg.image.clone()),
         image_pull_policy: Some(PULL_ALWAYS.into()),
         restart_policy: Some("Always".into()),
+        command: Some(vec![SIDECAR_COMMAND.into()]),
         args: Some(sidecar_args(facts, app_container, cfg)),
         env: Some(sidecar_env(facts)),
         volume_mounts: Some(sidecar_mounts(&facts.spec().audit)),

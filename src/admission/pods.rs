@@ -189,7 +189,7 @@ pub fn sidecar_problem(spec: &PodSpec, facts: &TenantFacts, cfg: &SidecarConfig)
             format!("the audit sidecar image is {}, expected {}", side.image.as_deref().unwrap_or("unset"), cfg.image),
         ));
     }
-    if side.command.is_some() || side.args != expected.args {
+    if side.command != expected.command || side.args != expected.args {
         return Some((format!("{field}.args"), "the audit sidecar's command line was changed".into()));
     }
     let env = side.env.as_deref().unwrap_or_default();

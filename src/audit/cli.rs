@@ -1,4 +1,4 @@
-//! Command-line arguments of `bulkhead audit-sidecar` and `bulkhead audit …`.
+//! Command-line arguments of `bulkhead-audit-sidecar` and `bulkhead audit …`.
 
 use std::io::BufReader;
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use super::spool::{FullPolicy, SpoolConfig};
 use super::verify;
 use crate::telemetry::{self, LogFormat};
 
-/// Arguments of `bulkhead audit-sidecar`.
+/// Arguments of `bulkhead-audit-sidecar`.
 #[derive(Args, Debug)]
 pub struct SidecarArgs {
     /// Boxed so the binary's command enum stays small beside its tiny variants.
@@ -24,7 +24,7 @@ pub struct SidecarArgs {
     pub options: Box<SidecarOptions>,
 }
 
-/// The options of `bulkhead audit-sidecar`.
+/// The options of `bulkhead-audit-sidecar`.
 #[derive(Args, Debug)]
 pub struct SidecarOptions {
     /// Directory of the mounted bulkhead-keys Secret (audit-key-id, audit-key.<id>).
@@ -169,7 +169,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from(d).map_err(|_| format!("{s:?} is negative"))
 }
 
-/// Runs `bulkhead audit-sidecar` until SIGTERM or Ctrl-C.
+/// Runs `bulkhead-audit-sidecar` until SIGTERM or Ctrl-C.
 pub fn run_sidecar(args: SidecarArgs) -> Result<(), String> {
     let args = *args.options;
     telemetry::init_logging(args.log_format, &args.log_level);
