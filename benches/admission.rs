@@ -18,7 +18,7 @@
 //! control plane (`e2e/cluster up`).
 
 mod measure;
-use measure::{machine, percentile};
+use measure::{env_or, machine, percentile};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,29 +49,18 @@ const TARGET_P99: Duration = Duration::from_millis(5);
 const PCI: &str = "bench-adm-pci";
 const STD: &str = "bench-adm-std";
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-// A local copy of benches/scale.rs's machine(): bench targets cannot share a module without a lib feature.
-
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
-/// CPU seconds and resident memory of a process, from /proc.
-fn stat_field(pid: u32, index: usize) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    fields.get(index).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+/// The operator's CPU seconds (0 when it is gone).
+fn operator_cpu(op: &Operator) -> f64 {
+    op.pid().map(measure::cpu_seconds).unwrap_or(0.0)
 }
 
-fn cpu_seconds(op: &Operator) -> f64 {
-    op.pid().map(|pid| (stat_field(pid, 11) + stat_field(pid, 12)) / 100.0).unwrap_or(0.0)
-}
-
+/// The operator's resident memory in MiB.
 fn rss_mib(op: &Operator) -> f64 {
-    op.pid().map(|pid| stat_field(pid, 21) * 4096.0 / 1024.0 / 1024.0).unwrap_or(0.0)
+    op.pid().map(|pid| measure::status_kib(pid, "VmRSS:") as f64 / 1024.0).unwrap_or(0.0)
 }
 
 /// A contact-center tenant of the bench's shard whose namespace carries the label the webhooks are scoped to.
@@ -377,7 +366,7 @@ impl Run {
 async fn open_loop(pool: &Arc<Pool>, v: &Variant, rate: u32, secs: u64, op: &Operator) -> Run {
     let period = Duration::from_secs_f64(1.0 / f64::from(rate));
     let total = u64::from(rate) * secs;
-    let cpu = cpu_seconds(op);
+    let cpu = operator_cpu(op);
     let start = Instant::now() + Duration::from_millis(20);
     let mut tasks = tokio::task::JoinSet::new();
     let mut lag = Vec::with_capacity(total as usize);
@@ -398,13 +387,13 @@ async fn open_loop(pool: &Arc<Pool>, v: &Variant, rate: u32, secs: u64, op: &Ope
         run.record(latency, result);
     }
     run.elapsed = start.elapsed();
-    run.cpu_seconds = cpu_seconds(op) - cpu;
+    run.cpu_seconds = operator_cpu(op) - cpu;
     run
 }
 
 /// Each connection sends its next request as soon as the previous answer arrives.
 async fn closed_loop(target: &Target, v: &Variant, connections: usize, secs: u64, op: &Operator) -> Run {
-    let cpu = cpu_seconds(op);
+    let cpu = operator_cpu(op);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut tasks = tokio::task::JoinSet::new();
@@ -432,7 +421,7 @@ async fn closed_loop(target: &Target, v: &Variant, connections: usize, secs: u64
         run.first_error = run.first_error.or(part.first_error);
     }
     run.elapsed = start.elapsed();
-    run.cpu_seconds = cpu_seconds(op) - cpu;
+    run.cpu_seconds = operator_cpu(op) - cpu;
     run
 }
 

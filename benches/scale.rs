@@ -10,7 +10,7 @@
 //! (`e2e/cluster down && e2e/cluster up`) on a quiet machine.
 
 mod measure;
-use measure::{machine, percentile};
+use measure::{cpu_seconds, env_or, machine, percentile, status_kib};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -36,10 +36,6 @@ const OPERATOR_NS: &str = "bulkhead-system";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// The cluster to measure: `BENCH_KUBECONFIG`, else the local control plane of this checkout.
@@ -225,15 +221,6 @@ struct Proc {
     child: Child,
 }
 
-/// User plus system CPU seconds of a process (0 when it is gone).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
 /// CPU seconds of each local control-plane process (etcd, kube-apiserver,
 /// kube-controller-manager), from the pid files `e2e/cluster up` writes;
 /// empty for another cluster. On two cores the operator and the control
@@ -263,13 +250,7 @@ impl Proc {
         cpu_seconds(self.pid())
     }
     fn status_kib(&self, field: &str) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        status_kib(self.pid(), field)
     }
 }
 
