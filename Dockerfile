@@ -5,7 +5,7 @@
 # The build stage runs the same steps as `make release` (static musl binaries).
 
 FROM rust:1.95-bookworm AS build
-# ring's and mimalloc's C (and ring's assembly) need a musl C compiler.
+# ring's C and assembly parts need a musl C compiler.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools ca-certificates \
  && rm -rf /var/lib/apt/lists/* \

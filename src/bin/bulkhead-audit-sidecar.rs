@@ -1,17 +1,14 @@
 //! The audit sidecar as its own program: bulkhead's webhook injects it into
 //! every pod of a tenant that requires audit, so its memory is paid once per
-//! pod. Apart from the operator it links none of the Kubernetes client, the
+//! pod. Unlike `bulkhead` it links none of the Kubernetes client, the
 //! controller or the verifier, and its code pages are a fraction of theirs.
+//! It keeps musl's allocator: mimalloc sealed 1.5–1.8 × faster but held
+//! 0.7 MiB more idle and kept a burst's memory (50 MiB after four 3 MB
+//! posts) until the next records came, and memory is what every pod pays.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-
-/// The static musl build allocates with mimalloc: musl's own allocator
-/// halved the sidecar's sealing rate (`cargo bench --bench sidecar`).
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Seals an application's audit records into a signed hash chain and ships them.
 #[derive(Parser)]
