@@ -189,7 +189,10 @@ pub fn sidecar_problem(spec: &PodSpec, facts: &TenantFacts, cfg: &SidecarConfig)
             format!("the audit sidecar image is {}, expected {}", side.image.as_deref().unwrap_or("unset"), cfg.image),
         ));
     }
-    if side.command != expected.command || side.args != expected.args {
+    if side.command != expected.command {
+        return Some((format!("{field}.command"), "the audit sidecar's program was changed".into()));
+    }
+    if side.args != expected.args {
         return Some((format!("{field}.args"), "the audit sidecar's command line was changed".into()));
     }
     let env = side.env.as_deref().unwrap_or_default();
@@ -432,10 +435,12 @@ mod tests {
         let mut injected = raw.clone();
         json_patch::patch(&mut injected, &mutate::mutate_pod(&p, &f, &cfg)).unwrap();
         assert!(validate(&pod(injected.clone()), None, &f, &cfg).is_empty());
-        // Tampered image, args, mounts, volume source, restart policy.
+        // Tampered image, program, args (the sink), mounts, volume source, restart policy.
+        assert_eq!(injected.pointer("/spec/initContainers/0/args/4"), Some(&json!("--sink")));
         for (path, value, field) in [
             ("/spec/initContainers/0/image", json!("evil/fake-audit:1"), "spec.initContainers[0].image"),
-            ("/spec/initContainers/0/args/6", json!("file:/dev/null"), "spec.initContainers[0].args"),
+            ("/spec/initContainers/0/command/0", json!("/bin/sh"), "spec.initContainers[0].command"),
+            ("/spec/initContainers/0/args/5", json!("file:/dev/null"), "spec.initContainers[0].args"),
             ("/spec/initContainers/0/volumeMounts/0/readOnly", json!(false), "spec.initContainers[0].volumeMounts"),
             ("/spec/volumes/0/secret/secretName", json!("other"), "spec.volumes"),
             ("/spec/initContainers/0/restartPolicy", json!("OnFailure"), "spec.initContainers[0].restartPolicy"),

@@ -16,14 +16,6 @@ use super::spool::{FullPolicy, SpoolConfig};
 use super::verify;
 use crate::telemetry::{self, LogFormat};
 
-/// Arguments of `bulkhead-audit-sidecar`.
-#[derive(Args, Debug)]
-pub struct SidecarArgs {
-    /// Boxed so the binary's command enum stays small beside its tiny variants.
-    #[command(flatten)]
-    pub options: Box<SidecarOptions>,
-}
-
 /// The options of `bulkhead-audit-sidecar`.
 #[derive(Args, Debug)]
 pub struct SidecarOptions {
@@ -170,8 +162,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs `bulkhead-audit-sidecar` until SIGTERM or Ctrl-C.
-pub fn run_sidecar(args: SidecarArgs) -> Result<(), String> {
-    let args = *args.options;
+pub fn run_sidecar(args: SidecarOptions) -> Result<(), String> {
     telemetry::init_logging(args.log_format, &args.log_level);
     let mut target = args.sink;
     if let SinkTarget::Http(h) = &mut target {

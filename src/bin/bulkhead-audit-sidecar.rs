@@ -15,11 +15,11 @@ use clap::Parser;
 #[command(name = "bulkhead-audit-sidecar", version, about)]
 struct Cli {
     #[command(flatten)]
-    args: bulkhead::audit::cli::SidecarArgs,
+    options: bulkhead::audit::cli::SidecarOptions,
 }
 
 fn main() -> ExitCode {
-    match bulkhead::audit::cli::run_sidecar(Cli::parse().args) {
+    match bulkhead::audit::cli::run_sidecar(Cli::parse().options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
