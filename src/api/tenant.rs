@@ -32,14 +32,14 @@ pub const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     printcolumn(name = "Namespaces", type_ = "integer", json_path = ".status.namespaceCount"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 30").message("the Tenant name must be a DNS label (lower-case letters, digits, '-') of at most 30 characters, so that '<tenant>-<namespace>' fits in 63"),
-    validation = Rule::new("self.spec.namespaces.all(n, self.metadata.name.size() + 1 + n.name.size() <= 63)").message("'<tenant>-<namespace>' must be at most 63 characters: shorten the namespace name"),
-    validation = Rule::new("!has(self.spec.access) || self.spec.access.all(a, a.kind != 'ServiceAccount' || (has(a.namespace) && a.namespace.startsWith(self.metadata.name + '-')))").message("a ServiceAccount subject must live in one of this tenant's own namespaces ('<tenant>-<name>')"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 30").message("the Tenant name must be a DNS label (lower-case letters, digits, '-') of at most 30 characters, so that '<tenant>-<namespace>' fits in 63").field_path(".metadata.name"),
+    validation = Rule::new("self.spec.namespaces.all(n, self.metadata.name.size() + 1 + n.name.size() <= 63)").message("'<tenant>-<namespace>' must be at most 63 characters: shorten the namespace name").field_path(".spec.namespaces"),
+    validation = Rule::new("!has(self.spec.access) || self.spec.access.all(a, a.kind != 'ServiceAccount' || (has(a.namespace) && a.namespace.startsWith(self.metadata.name + '-')))").message("a ServiceAccount subject must live in one of this tenant's own namespaces ('<tenant>-<name>')").field_path(".spec.access"),
 )]
 #[x_kube(
-    validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS' || c == 'GDPR') || self.network.isolation == 'Strict'").message("compliance profiles PCI-DSS and GDPR require network.isolation: Strict"),
-    validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS') || self.podSecurity == 'restricted'").message("compliance profile PCI-DSS requires podSecurity: restricted"),
-    validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS') || !has(self.audit) || !has(self.audit.mode) || self.audit.mode != 'Disabled'").message("compliance profile PCI-DSS requires the audit sidecar: audit.mode cannot be Disabled")
+    validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS' || c == 'GDPR') || self.network.isolation == 'Strict'").message("compliance profiles PCI-DSS and GDPR require network.isolation: Strict").field_path(".network.isolation"),
+    validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS') || self.podSecurity == 'restricted'").message("compliance profile PCI-DSS requires podSecurity: restricted").field_path(".podSecurity"),
+    validation = Rule::new("!has(self.compliance) || !self.compliance.exists(c, c == 'PCI-DSS') || !has(self.audit) || !has(self.audit.mode) || self.audit.mode != 'Disabled'").message("compliance profile PCI-DSS requires the audit sidecar: audit.mode cannot be Disabled").field_path(".audit.mode")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -270,7 +270,8 @@ pub struct SecretsSpec {
 
     /// Rotated-out keys kept for decryption.
     #[serde(default = "default_keep_previous")]
-    #[schemars(range(min = 0, max = 10))]
+    // schemars says `format: uint8`, which the apiserver warns about on every apply of the CRD.
+    #[schemars(range(min = 0, max = 10), extend("format" = "int32"))]
     pub keep_previous: u8,
 
     /// Named credentials with random values, one Secret each in every tenant namespace.
