@@ -33,6 +33,8 @@ use serde_json::{Value, json};
 
 const CONCURRENCY: usize = 64;
 const OPERATOR_NS: &str = "bulkhead-system";
+/// The operator's counter of continuous verification runs, by result.
+const VERIFICATIONS: &str = "bulkhead_verification_runs_total";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -194,13 +196,19 @@ async fn remove_floor_objects(client: &Client, keys: &[plan::ObjectKey]) -> Dura
 
 /// apiserver_request_total by verb, from the apiserver's own /metrics.
 async fn requests_by_verb(client: &Client) -> BTreeMap<String, f64> {
+    requests_by(client, "verb").await
+}
+
+/// apiserver_request_total summed by the value of one of its labels (verb, resource).
+async fn requests_by(client: &Client, label: &str) -> BTreeMap<String, f64> {
     let req = http::Request::get("/metrics").body(Vec::new()).expect("request");
     let text = client.request_text(req).await.unwrap_or_default();
     let mut out = BTreeMap::new();
+    let key = format!("{label}=\"");
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let verb = line.split("verb=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
+        let value_of = line.split(key.as_str()).nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *out.entry(verb.to_string()).or_insert(0.0) += value;
+        *out.entry(value_of.to_string()).or_insert(0.0) += value;
     }
     out
 }
@@ -272,6 +280,11 @@ fn free_port() -> u16 {
 
 /// The operator's own count of API writes (`bulkhead_api_writes_total`), by kind and verb.
 fn operator_writes(port: u16) -> Option<BTreeMap<String, f64>> {
+    operator_counter(port, "bulkhead_api_writes_total")
+}
+
+/// One counter family of the operator's /metrics, by its labels.
+fn operator_counter(port: u16, family: &str) -> Option<BTreeMap<String, f64>> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -280,7 +293,7 @@ fn operator_writes(port: u16) -> Option<BTreeMap<String, f64>> {
     conn.read_to_string(&mut body).ok()?;
     Some(
         body.lines()
-            .filter_map(|l| l.strip_prefix("bulkhead_api_writes_total{"))
+            .filter_map(|l| l.strip_prefix(family)?.strip_prefix('{'))
             .filter_map(|l| {
                 let (labels, value) = l.rsplit_once("} ")?;
                 Some((labels.replace('"', ""), value.parse::<f64>().ok()?))
@@ -526,20 +539,19 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
     );
 
     let idle_before = requests_by_verb(client).await;
+    let idle_resources_before = requests_by(client, "resource").await;
     let idle_cpu0 = op.cpu_seconds();
     let own_before = operator_writes(metrics_port);
+    let verified_before = operator_counter(metrics_port, VERIFICATIONS);
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-    let own_idle_by_kind: Option<BTreeMap<String, u64>> = match (own_before, operator_writes(metrics_port)) {
-        (Some(a), Some(b)) => Some(
-            b.iter()
-                .map(|(k, v)| (k.clone(), (v - a.get(k).unwrap_or(&0.0)).max(0.0) as u64))
-                .filter(|(_, v)| *v > 0)
-                .collect(),
-        ),
-        _ => None,
-    };
+    let own_idle_by_kind = own_before.zip(operator_writes(metrics_port)).map(|(a, b)| delta(&b, &a));
     let own_idle_writes = own_idle_by_kind.as_ref().map(|m| m.values().sum::<u64>());
+    let verified = verified_before
+        .zip(operator_counter(metrics_port, VERIFICATIONS))
+        .map(|(a, b)| delta(&b, &a).values().sum::<u64>())
+        .unwrap_or(0);
     let idle_requests = delta(&requests_by_verb(client).await, &idle_before);
+    let idle_resources = delta(&requests_by(client, "resource").await, &idle_resources_before);
     let idle_writes = writes(&idle_requests);
     let idle_cpu = op.cpu_seconds() - idle_cpu0;
     let steady_rss = op.status_kib("VmRSS:");
@@ -548,6 +560,25 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
     let hwm = op.status_kib("VmHWM:").max(peak_rss);
     println!(
         "idle {idle_secs}s: operator's own API writes {own_idle_writes:?} (target 0) {own_idle_by_kind:?}; whole apiserver {idle_writes} writes incl. kube-controller-manager and access reviews; operator CPU {idle_cpu:.2}s; requests {idle_requests:?}"
+    );
+    // What verifying one tenant costs: the operator's CPU and the apiserver
+    // requests of the idle phase (kube-controller-manager's few included),
+    // per verification run, so the load at another interval or N is a product.
+    let per_run = |count: u64| if verified == 0 { 0.0 } else { count as f64 / verified as f64 };
+    let review_key = "subjectaccessreviews";
+    let verification_cost = json!({
+        "runs": verified,
+        "operator_cpu_seconds": if verified == 0 { 0.0 } else { idle_cpu / verified as f64 },
+        "subjectaccessreviews": per_run(idle_resources.get(review_key).copied().unwrap_or(0)),
+        "get": per_run(idle_requests.get("GET").copied().unwrap_or(0)),
+        "list": per_run(idle_requests.get("LIST").copied().unwrap_or(0)),
+    });
+    println!(
+        "continuous verification in idle: {verified} tenants verified; per tenant {:.0} SubjectAccessReviews, {:.0} GET, {:.1} LIST, {:.2} operator CPU-s",
+        verification_cost["subjectaccessreviews"].as_f64().unwrap_or(0.0),
+        verification_cost["get"].as_f64().unwrap_or(0.0),
+        verification_cost["list"].as_f64().unwrap_or(0.0),
+        verification_cost["operator_cpu_seconds"].as_f64().unwrap_or(0.0),
     );
     println!(
         "memory: peak {:.1} MiB, steady {:.1} MiB (anonymous {:.1}, file-backed {:.1}) (target < 40 MiB at 1,000)",
@@ -582,6 +613,8 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
         "idle_apiserver_writes": idle_writes,
         "idle_requests_by_verb": idle_requests,
         "operator_cpu_seconds_idle": idle_cpu,
+        "idle_requests_by_resource": idle_resources,
+        "verification_per_tenant": verification_cost,
         "rss_peak_mib": hwm as f64 / 1024.0,
         "rss_steady_mib": steady_rss as f64 / 1024.0,
         "rss_steady_anonymous_mib": steady_anon as f64 / 1024.0,
