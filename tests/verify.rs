@@ -210,6 +210,23 @@ async fn a_healthy_tenant_passes_every_applicable_check_in_every_format() {
     assert_eq!(later.resource_version(), rv, "verification runs that change nothing write nothing");
     assert!(op.logs().contains("continuous isolation verification started"));
 
+    // From here on, a steady trickle of short reconciles of `a` (as quota usage following its
+    // pods causes): an annotation on one of its namespaces changes every 700 ms, never leaving
+    // the reconciler idle for long. Verification must keep its schedule through it.
+    let reconciles = "bulkhead_reconcile_duration_seconds_count";
+    let reconciled_before = op.metric(reconciles).await.expect("the operator's /metrics answers");
+    let churn = {
+        let nss: Api<Namespace> = Api::all(client.clone());
+        let ns = format!("{a}-payments");
+        tokio::spawn(async move {
+            for i in 0u64.. {
+                let patch = json!({"metadata": {"annotations": {"e2e.bulkhead.dev/churn": i.to_string()}}});
+                nss.patch(&ns, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate namespace");
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+        })
+    };
+
     // A finding the operator cannot repair (a binding it does not own): the condition
     // names the failing check, one security event per newly failing check, and it clears.
     let intruder: RoleBinding = serde_json::from_value(json!({
@@ -247,6 +264,10 @@ async fn a_healthy_tenant_passes_every_applicable_check_in_every_format() {
         (c.status == "True").then_some(())
     })
     .await;
+    assert!(!churn.is_finished(), "the annotation churn kept running");
+    churn.abort();
+    let churned = op.metric(reconciles).await.expect("the operator's /metrics answers") - reconciled_before;
+    assert!(churned >= 5.0, "the churn reconciled `a` all along ({churned} reconciles), and verification still ran");
 
     delete_tenant(&client, &a).await;
     delete_tenant(&client, &b).await;

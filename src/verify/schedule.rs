@@ -26,9 +26,6 @@ use crate::telemetry::security::Action;
 
 use super::{ClusterView, Settings, Status, TenantReport, Verifier, checks};
 
-/// How long the reconciler must have been idle before a tenant is verified.
-const QUIET: Duration = Duration::from_secs(5);
-
 /// The condition type this task owns.
 pub const CONDITION: &str = "IsolationVerified";
 
@@ -282,7 +279,9 @@ pub async fn run(ctx: Arc<Context>, tenants: Store<Tenant>) {
         }
         // Verification yields to convergence: it competes for the same
         // apiserver, and a cluster being written would only show transients.
-        ctx.activity.quiet_for(QUIET).await;
+        // A trickle of short reconciles (quota usage following pods) is not
+        // convergence, and must not hold it off for as long as it lasts.
+        ctx.activity.settled().await;
         if view.as_ref().is_none_or(|v| v.fetched_at.elapsed() >= view_max_age) {
             // The old view goes first: two at once would be the largest
             // thing in the operator's memory.
