@@ -26,6 +26,9 @@ use crate::telemetry::security::Action;
 
 use super::{ClusterView, Settings, Status, TenantReport, Verifier, checks};
 
+/// Requests in flight for the tenant being verified (the CLI defaults to 16).
+const VERIFY_CONCURRENCY: usize = 4;
+
 /// The condition type this task owns.
 pub const CONDITION: &str = "IsolationVerified";
 
@@ -244,7 +247,10 @@ pub async fn run(ctx: Arc<Context>, tenants: Store<Tenant>) {
         sidecar_image: ctx.options.verify_sidecar_image.clone(),
         impersonate: may_impersonate(&ctx.client).await,
         lenient: true,
-        ..Default::default()
+        // A tenant's hundreds of access reviews go out a few at a time: it is
+        // no longer held off by every reconcile, and a burst of 16 in flight
+        // put the drift repairs that ran into it behind them (p99 ~70 → 360 ms).
+        concurrency: VERIFY_CONCURRENCY,
     };
     let verifier = Verifier::new(ctx.client.clone(), settings);
     let list_every = interval.min(Duration::from_secs(60));
