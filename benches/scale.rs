@@ -567,22 +567,24 @@ async fn run_size(client: &Client, n: usize, idle_secs: u64, drift_rounds: usize
     // What verifying one tenant costs: the operator's CPU and the apiserver
     // requests of the idle phase (kube-controller-manager's few included),
     // per verification run, so the load at another interval or N is a product.
-    let per_run = |count: u64| if verified == 0 { 0.0 } else { count as f64 / verified as f64 };
-    let review_key = "subjectaccessreviews";
+    let per_run = |total: f64| if verified == 0 { 0.0 } else { total / verified as f64 };
+    let count = |map: &BTreeMap<String, u64>, key: &str| map.get(key).copied().unwrap_or(0) as f64;
+    let (reviews, gets, lists, cpu) = (
+        per_run(count(&idle_resources, "subjectaccessreviews")),
+        per_run(count(&idle_requests, "GET")),
+        per_run(count(&idle_requests, "LIST")),
+        per_run(idle_cpu),
+    );
+    println!(
+        "continuous verification in idle: {verified} tenants verified; per tenant {reviews:.0} SubjectAccessReviews, {gets:.0} GET, {lists:.1} LIST, {cpu:.2} operator CPU-s"
+    );
     let verification_cost = json!({
         "runs": verified,
-        "operator_cpu_seconds": if verified == 0 { 0.0 } else { idle_cpu / verified as f64 },
-        "subjectaccessreviews": per_run(idle_resources.get(review_key).copied().unwrap_or(0)),
-        "get": per_run(idle_requests.get("GET").copied().unwrap_or(0)),
-        "list": per_run(idle_requests.get("LIST").copied().unwrap_or(0)),
+        "operator_cpu_seconds": cpu,
+        "subjectaccessreviews": reviews,
+        "get": gets,
+        "list": lists,
     });
-    println!(
-        "continuous verification in idle: {verified} tenants verified; per tenant {:.0} SubjectAccessReviews, {:.0} GET, {:.1} LIST, {:.2} operator CPU-s",
-        verification_cost["subjectaccessreviews"].as_f64().unwrap_or(0.0),
-        verification_cost["get"].as_f64().unwrap_or(0.0),
-        verification_cost["list"].as_f64().unwrap_or(0.0),
-        verification_cost["operator_cpu_seconds"].as_f64().unwrap_or(0.0),
-    );
     println!(
         "memory: peak {:.1} MiB, steady {:.1} MiB (anonymous {:.1}, file-backed {:.1}) (target < 40 MiB at 1,000)",
         hwm as f64 / 1024.0,

@@ -47,14 +47,15 @@ impl Activity {
     /// How far back the busy share looks.
     pub const WINDOW: Duration = Duration::from_secs(5);
 
-    fn update(&self, change: impl FnOnce(&mut State, Instant)) {
+    fn update<R>(&self, change: impl FnOnce(&mut State, Instant) -> R) -> R {
         // A poisoned lock only means a panic elsewhere mid-update; the counts are still usable.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        change(&mut state, now);
+        let out = change(&mut state, now);
         while state.spans.front().is_some_and(|(_, end)| now.duration_since(*end) > Self::WINDOW) {
             state.spans.pop_front();
         }
+        out
     }
 
     /// Records a reconcile starting; it ends when the guard is dropped.
@@ -66,14 +67,9 @@ impl Activity {
         Busy(self)
     }
 
-    /// The share (0 to 1) of the last [`Self::WINDOW`] during which a reconcile was in flight.
-    pub fn busy_share(&self) -> f64 {
-        self.snapshot().1
-    }
-
-    /// Reconciles in flight now, and [`Self::busy_share`].
+    /// Reconciles in flight now, and the share (0 to 1) of the last
+    /// [`Self::WINDOW`] during which any was.
     fn snapshot(&self) -> (usize, f64) {
-        let mut out = (0, 0.0);
         self.update(|state, now| {
             let from = now.checked_sub(Self::WINDOW).unwrap_or(now);
             let open = state.busy_since.map(|since| (since, now));
@@ -84,9 +80,8 @@ impl Activity {
                 .chain(open)
                 .map(|(start, end)| end.saturating_duration_since(start.max(from)))
                 .sum();
-            out = (state.in_flight, busy.as_secs_f64() / Self::WINDOW.as_secs_f64());
-        });
-        out
+            (state.in_flight, busy.as_secs_f64() / Self::WINDOW.as_secs_f64())
+        })
     }
 
     /// Returns once no reconcile is in flight and the reconciler has been
@@ -148,7 +143,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let share = activity.busy_share();
+        let share = activity.snapshot().1;
         assert!((0.1..0.2).contains(&share), "the trickle keeps the reconciler busy ~14 % of the time: {share}");
         let asked = Instant::now();
         let resumed = waiter(&activity).await.expect("waiter");
@@ -166,9 +161,9 @@ mod tests {
         drop(first);
         tokio::time::sleep(Duration::from_secs(1)).await;
         drop(second);
-        let share = activity.busy_share();
+        let share = activity.snapshot().1;
         assert!((share - 0.6).abs() < 0.01, "3 s of 5 busy, not 4: {share}");
         tokio::time::sleep(Activity::WINDOW).await;
-        assert_eq!(activity.busy_share(), 0.0, "spans older than the window are forgotten");
+        assert_eq!(activity.snapshot().1, 0.0, "spans older than the window are forgotten");
     }
 }
