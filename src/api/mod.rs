@@ -1,7 +1,9 @@
 //! The Tenant API types and the CRD generated from them.
 
+pub mod stored;
 pub mod tenant;
 
+pub use stored::StoredTenant;
 pub use tenant::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::api::Tenant;
+use crate::api::StoredTenant;
 use crate::plan::{LABEL_MANAGED_BY, LABEL_SHARED, LABEL_TENANT, MANAGED_BY, ObjectKey, object::Kind};
 
 /// An object's namespace and name in one shared allocation: `namespace/name`,
@@ -309,7 +309,7 @@ impl TenantWrites {
 #[derive(Clone)]
 pub struct Triggers {
     /// Tenants whose objects changed.
-    pub tenants: UnboundedSender<ObjectRef<Tenant>>,
+    pub tenants: UnboundedSender<ObjectRef<StoredTenant>>,
     /// Shared (cross-tenant) objects changed.
     pub shared: UnboundedSender<()>,
     /// Echoes of bulkhead's own writes to ignore.

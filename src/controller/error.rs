@@ -19,6 +19,16 @@ pub enum Error {
     /// The Tenant cannot be planned.
     #[error("invalid Tenant: {0}")]
     Plan(#[from] PlanError),
+    /// The store's compact copy of a Tenant does not decode (a bug: it was
+    /// encoded from a Tenant the apiserver served).
+    #[error("cannot decode the stored copy of Tenant {tenant}: {source}")]
+    Unreadable {
+        /// The Tenant's name.
+        tenant: String,
+        /// What the decoder found.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl Error {
@@ -26,6 +36,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Plan(_) => "InvalidSpec",
+            Error::Unreadable { .. } => "Unreadable",
             Error::Api { source: kube::Error::Api(status), .. } => match status.code {
                 403 => "Forbidden",
                 404 => "NotFound",

@@ -28,7 +28,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::Tenant;
+use crate::api::StoredTenant;
 use crate::leader::Leadership;
 use crate::plan::{self, LABEL_MANAGED_BY, MANAGED_BY, ObjectKey, object::Kind};
 use crate::shutdown::Shutdown;
@@ -343,7 +343,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
 /// rotation, regeneration), finalizers and deletion. Status writes (ours, on
 /// every convergence, and the verifier's) change none of it, so they do not
 /// trigger a reconcile that would only find nothing to do.
-fn intent(tenant: &Tenant) -> Option<u64> {
+fn intent(tenant: &StoredTenant) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let meta = &tenant.metadata;
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -356,7 +356,9 @@ fn intent(tenant: &Tenant) -> Option<u64> {
 async fn lead(
     ctx: Arc<Context>,
     tenant_rx: Arc<
-        tokio::sync::Mutex<futures::channel::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<Tenant>>>,
+        tokio::sync::Mutex<
+            futures::channel::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<StoredTenant>>,
+        >,
     >,
     shared_rx: Arc<tokio::sync::Mutex<futures::channel::mpsc::UnboundedReceiver<()>>>,
 ) {
@@ -367,12 +369,13 @@ async fn lead(
     let (shared_tx, shared_changes) = futures::channel::mpsc::unbounded();
     let forward_shared = shared_stream(shared_rx).map(Ok).forward(shared_tx);
 
-    let tenants = Api::<Tenant>::all(ctx.client.clone());
+    let tenants = Api::<StoredTenant>::all(ctx.client.clone());
     let mut tenant_watch = watcher::Config::default().page_size(options.page_size);
     if let Some(selector) = &options.tenant_selector {
         tenant_watch = tenant_watch.labels(selector);
     }
-    // managedFields (and a last-applied copy) are the bulk of a Tenant and never read: the store keeps Tenants without them.
+    // managedFields (and a last-applied copy) are the bulk of a Tenant and
+    // never read: the store keeps Tenants without them, and the rest compact.
     let (store, writer) = kube::runtime::reflector::store();
     let own = ctx.own_tenant_writes.clone();
     let tenant_stream = watcher(tenants, tenant_watch)

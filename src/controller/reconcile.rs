@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::api::{Isolation, NamespaceStatus, QuotaUsage, Tenant};
+use crate::api::{Isolation, NamespaceStatus, QuotaUsage, StoredTenant, Tenant};
 use crate::plan::namespaces::Claim;
 use crate::plan::object::Kind;
 use crate::plan::quantity::Quantity;
@@ -27,11 +27,12 @@ use super::status::{self, PHASE_CONFLICT, PHASE_READY, PHASE_TERMINATING, Report
 use super::{Context, Error, finalize, prune};
 
 /// Reconciles one Tenant.
-pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = tracing::info_span!("reconcile", tenant = %tenant.name_any());
+pub async fn reconcile(stored: Arc<StoredTenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!("reconcile", tenant = %stored.name_any());
     let started = std::time::Instant::now();
     let _busy = ctx.activity.busy();
     let result = async {
+        let tenant = stored.tenant().map_err(|e| Error::Unreadable { tenant: stored.name_any(), source: e })?;
         if ctx.tenant_writes.store_behind(&tenant.name_any(), tenant.meta().resource_version.as_deref()) {
             return Ok(Action::requeue(STORE_CATCH_UP));
         }
@@ -53,7 +54,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
 const STORE_CATCH_UP: Duration = Duration::from_millis(100);
 
 /// Retries a failed reconcile after a short pause.
-pub fn error_policy(tenant: Arc<Tenant>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(tenant: Arc<StoredTenant>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(tenant = %tenant.name_any(), error = %error, "reconcile failed; retrying in 5s");
     Action::requeue(Duration::from_secs(5))
 }

@@ -152,14 +152,10 @@ fn foreign_subjects(ctx: &Ctx<'_>) -> CheckResult {
         own_subjects.insert((a.kind.as_str().to_string(), a.name.clone(), a.namespace.clone()));
     }
     let mut theirs: BTreeMap<(String, String, Option<String>), String> = BTreeMap::new();
-    for t in &ctx.view.tenants {
-        let name = t.name_any();
-        if &name == own {
-            continue;
-        }
-        for a in &t.spec.access {
+    for t in ctx.view.tenants.iter().filter(|t| &t.name != own) {
+        for a in &t.access {
             let ns = if a.kind == SubjectKind::ServiceAccount { a.namespace.clone() } else { None };
-            theirs.insert((a.kind.as_str().to_string(), a.name.clone(), ns), name.clone());
+            theirs.insert((a.kind.as_str().to_string(), a.name.clone(), ns), t.name.clone());
         }
     }
     let other_ns = ctx.view.other_tenant_namespaces(own, ctx.facts.namespaces());

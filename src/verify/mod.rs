@@ -36,7 +36,7 @@ use crate::api::Tenant;
 use crate::controller::keys::MasterKey;
 use crate::plan;
 
-pub use view::{ClusterView, TenantFacts};
+pub use view::{ClusterView, TenantFacts, TenantOutline};
 
 /// Outcome of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -321,15 +321,19 @@ impl Verifier {
 
     /// Reads what every tenant's checks share (tenants, namespaces, policies, bindings, webhooks).
     pub async fn cluster_view(&self) -> Result<ClusterView, VerifyError> {
-        let tenants = view::list_all(&Api::<Tenant>::all(self.client.clone()), &ListParams::default())
-            .await
-            .map_err(|e| VerifyError::api("list Tenants", e))?;
-        self.cluster_view_of(tenants.into_iter().map(Arc::new).collect()).await
+        let tenants = self.tenants().await?;
+        self.cluster_view_of(tenants.iter().map(TenantOutline::of).collect()).await
     }
 
-    /// The view of Tenants already at hand (the controller's store).
-    pub async fn cluster_view_of(&self, tenants: Vec<Arc<Tenant>>) -> Result<ClusterView, VerifyError> {
+    /// The view with the Tenants already at hand (the controller's store), in outline.
+    pub async fn cluster_view_of(&self, tenants: Vec<TenantOutline>) -> Result<ClusterView, VerifyError> {
         ClusterView::fetch(&self.client, &self.settings, tenants).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>, VerifyError> {
+        view::list_all(&Api::<Tenant>::all(self.client.clone()), &ListParams::default())
+            .await
+            .map_err(|e| VerifyError::api("list Tenants", e))
     }
 
     /// Runs every check for `tenant` (the Tenant as read now; `view` may be a little older).
@@ -355,9 +359,9 @@ impl Verifier {
 
     /// Runs every check for every Tenant, or only for `only`.
     pub async fn verify(&self, only: Option<&str>) -> Result<Report, VerifyError> {
-        let view = self.cluster_view().await?;
-        let mut tenants: Vec<&Tenant> =
-            view.tenants.iter().map(AsRef::as_ref).filter(|t| only.is_none_or(|n| t.name_any() == n)).collect();
+        let all = self.tenants().await?;
+        let view = self.cluster_view_of(all.iter().map(TenantOutline::of).collect()).await?;
+        let mut tenants: Vec<&Tenant> = all.iter().filter(|t| only.is_none_or(|n| t.name_any() == n)).collect();
         if let (Some(n), true) = (only, tenants.is_empty()) {
             return Err(VerifyError::NoSuchTenant(n.to_string()));
         }

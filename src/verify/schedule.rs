@@ -18,13 +18,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::api::Tenant;
+use crate::api::{StoredTenant, Tenant};
 use crate::controller::Context;
 use crate::controller::notify::security;
 use crate::controller::reconcile::field_manager;
 use crate::telemetry::security::Action;
 
-use super::{ClusterView, Settings, Status, TenantReport, Verifier, checks};
+use super::{ClusterView, Settings, Status, TenantOutline, TenantReport, Verifier, checks};
 
 /// Requests in flight for the tenant being verified (the CLI defaults to 16).
 const VERIFY_CONCURRENCY: usize = 4;
@@ -236,7 +236,7 @@ async fn may_impersonate(client: &kube::Client) -> bool {
 /// Runs until the future is dropped (the end of the leadership term); never
 /// returns when disabled. `tenants` is the controller's store: the Tenants
 /// to verify, read without listing them again.
-pub async fn run(ctx: Arc<Context>, tenants: Store<Tenant>) {
+pub async fn run(ctx: Arc<Context>, tenants: Store<StoredTenant>) {
     let Some(interval) = ctx.options.verify_interval.filter(|d| !d.is_zero()) else {
         return futures::future::pending().await;
     };
@@ -292,7 +292,7 @@ pub async fn run(ctx: Arc<Context>, tenants: Store<Tenant>) {
             // The old view goes first: two at once would be the largest
             // thing in the operator's memory.
             view = None;
-            match verifier.cluster_view_of(tenants.state()).await {
+            match verifier.cluster_view_of(outlines(&tenants.state())).await {
                 Ok(v) => view = Some(v),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the cluster for verification; retrying");
@@ -306,6 +306,20 @@ pub async fn run(ctx: Arc<Context>, tenants: Store<Tenant>) {
         let again = verify_one(&ctx, &verifier, v, &name, &mut known_failing, interval).await;
         due.insert(name, Instant::now() + again);
     }
+}
+
+/// The outlines of the store's Tenants, decoded one at a time.
+fn outlines(stored: &[Arc<StoredTenant>]) -> Vec<TenantOutline> {
+    stored
+        .iter()
+        .filter_map(|s| match s.tenant() {
+            Ok(t) => Some(TenantOutline::of(&t)),
+            Err(e) => {
+                tracing::warn!(tenant = %s.name_any(), error = %e, "cannot decode the stored Tenant; left out of the view");
+                None
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

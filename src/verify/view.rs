@@ -7,7 +7,6 @@
 //! live objects, read fresh for every check of that tenant.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
@@ -22,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::api::Tenant;
+use crate::api::{AccessEntry, Tenant};
 use crate::controller::cache::drop_unread;
 use crate::controller::keys::decode_source;
 use crate::plan::quota::Observed;
@@ -123,10 +122,29 @@ where
     Ok(packed)
 }
 
+/// What one tenant's checks read about every tenant: who it names and what it holds.
+#[derive(Clone, Debug)]
+pub struct TenantOutline {
+    /// The Tenant's name.
+    pub name: String,
+    /// Its access entries (subjects and profiles).
+    pub access: Vec<AccessEntry>,
+    /// The namespaces its status records as held and ready.
+    pub held: Vec<String>,
+}
+
+impl TenantOutline {
+    /// The outline of `tenant`.
+    pub fn of(tenant: &Tenant) -> Self {
+        Self { name: tenant.name_any(), access: tenant.spec.access.clone(), held: held_namespaces(tenant) }
+    }
+}
+
 /// What every tenant's checks share, read once per run.
 pub struct ClusterView {
-    /// Every Tenant (in the operator, shared with the controller's store: not a copy).
-    pub tenants: Vec<Arc<Tenant>>,
+    /// Every Tenant, in outline: a view lives for minutes, and a thousand
+    /// typed Tenants with their status are megabytes no check reads.
+    pub tenants: Vec<TenantOutline>,
     /// Every namespace and its labels.
     pub namespaces: Namespaces,
     /// Every NetworkPolicy, by namespace.
@@ -145,7 +163,7 @@ pub struct ClusterView {
 
 impl ClusterView {
     /// Reads the view of `tenants`.
-    pub async fn fetch(client: &Client, settings: &Settings, tenants: Vec<Arc<Tenant>>) -> Result<Self, VerifyError> {
+    pub async fn fetch(client: &Client, settings: &Settings, tenants: Vec<TenantOutline>) -> Result<Self, VerifyError> {
         let lp = ListParams::default();
         let mut namespaces = Namespaces::default();
         for_each_page(&Api::<Namespace>::all(client.clone()), &lp, |page| {
@@ -182,8 +200,8 @@ impl ClusterView {
             if settings.pod_cidrs.is_empty() { node_pod_cidrs(client).await } else { settings.pod_cidrs.clone() };
         let key_digests = futures::stream::iter(tenants.iter().map(|t| {
             let client = client.clone();
-            let name = t.name_any();
-            let first = held_namespaces(t).into_iter().next();
+            let name = t.name.clone();
+            let first = t.held.first().cloned();
             async move {
                 let Some(ns) = first else {
                     return (name, Ok(BTreeSet::new()));
@@ -216,13 +234,9 @@ impl ClusterView {
     /// or labelled as theirs (released namespaces keep the label and the data).
     pub fn other_tenant_namespaces(&self, tenant: &str, own: &[String]) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        for t in &self.tenants {
-            let name = t.name_any();
-            if name == tenant {
-                continue;
-            }
-            for ns in held_namespaces(t) {
-                out.insert(ns, name.clone());
+        for t in self.tenants.iter().filter(|t| t.name != tenant) {
+            for ns in &t.held {
+                out.insert(ns.clone(), t.name.clone());
             }
         }
         for (ns, labels) in self.namespaces.iter() {
