@@ -15,21 +15,47 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use super::facts::{NamespaceInfo, View};
-use crate::api::Tenant;
+use crate::api::{StoredTenant, Tenant};
 use crate::controller::cache::drop_unread;
 
-/// Watch-fed caches of Tenants and namespaces.
+/// Watch-fed caches of Tenants and namespaces, each kept as small as what
+/// the rules read: Tenants in the controller's compact form (decoded per
+/// request, ~20 µs), namespaces with their name, labels and deletion only.
+/// At a thousand tenants the typed copies were ~15 MiB of the operator.
 #[derive(Clone)]
 pub struct State {
-    tenants: Store<Tenant>,
+    tenants: Store<StoredTenant>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
+}
+
+/// Keeps what [`View::namespace`] reads of a namespace: its name, labels and deletion.
+fn namespace_facts(ns: &mut PartialObjectMeta<Namespace>) {
+    let meta = &mut ns.metadata;
+    *meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: meta.name.take(),
+        labels: meta.labels.take(),
+        deletion_timestamp: meta.deletion_timestamp.take(),
+        resource_version: meta.resource_version.take(),
+        ..Default::default()
+    };
+}
+
+/// The Tenant a stored copy holds; a copy that does not decode (a bug) is logged and treated as absent.
+fn decoded(stored: &StoredTenant) -> Option<Arc<Tenant>> {
+    match stored.tenant() {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            tracing::error!(tenant = ?stored.metadata.name, error = %e, "admission: cannot decode the stored Tenant");
+            None
+        }
+    }
 }
 
 impl State {
     /// Starts both watches; they run until the process ends, retrying with backoff.
     pub fn start(client: &Client) -> Self {
         let (tenants, tenant_writer) = reflector::store();
-        let tenant_stream = watcher(Api::<Tenant>::all(client.clone()), watcher::Config::default())
+        let tenant_stream = watcher(Api::<StoredTenant>::all(client.clone()), watcher::Config::default())
             .default_backoff()
             .modify(drop_unread)
             .reflect(tenant_writer);
@@ -41,7 +67,7 @@ impl State {
         let (namespaces, ns_writer) = reflector::store();
         let ns_stream = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
             .default_backoff()
-            .modify(drop_unread)
+            .modify(namespace_facts)
             .reflect(ns_writer);
         tokio::spawn(ns_stream.for_each(|event| async move {
             if let Err(e) = event {
@@ -70,10 +96,10 @@ impl View for State {
     }
 
     fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
-        self.tenants.get(&ObjectRef::new(name))
+        self.tenants.get(&ObjectRef::new(name)).as_deref().and_then(decoded)
     }
 
     fn tenants(&self) -> Vec<Arc<Tenant>> {
-        self.tenants.state()
+        self.tenants.state().iter().filter_map(|s| decoded(s)).collect()
     }
 }
