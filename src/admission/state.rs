@@ -19,9 +19,10 @@ use crate::api::{StoredTenant, Tenant};
 use crate::controller::cache::drop_unread;
 
 /// Watch-fed caches of Tenants and namespaces, each kept as small as what
-/// the rules read: Tenants in the controller's compact form (decoded per
-/// request, ~20 µs), namespaces with their name, labels and deletion only.
-/// At a thousand tenants the typed copies were ~15 MiB of the operator.
+/// the rules read: Tenants in the controller's compact form (decoded for
+/// the request that needs one), namespaces with their name, labels and
+/// deletion only. At a thousand tenants the typed copies held 5.5 MiB more
+/// (operator RSS 70.4 → 64.5 MiB with the webhooks on).
 #[derive(Clone)]
 pub struct State {
     tenants: Store<StoredTenant>,
