@@ -41,17 +41,6 @@ fn namespace_facts(ns: &mut PartialObjectMeta<Namespace>) {
     };
 }
 
-/// The Tenant a stored copy holds; a copy that does not decode (a bug) is logged and treated as absent.
-fn decoded(stored: &StoredTenant) -> Option<Arc<Tenant>> {
-    match stored.tenant() {
-        Ok(t) => Some(Arc::new(t)),
-        Err(e) => {
-            tracing::error!(tenant = ?stored.metadata.name, error = %e, "admission: cannot decode the stored Tenant");
-            None
-        }
-    }
-}
-
 impl State {
     /// Starts both watches; they run until the process ends, retrying with backoff.
     pub fn start(client: &Client) -> Self {
@@ -97,10 +86,10 @@ impl View for State {
     }
 
     fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
-        self.tenants.get(&ObjectRef::new(name)).as_deref().and_then(decoded)
+        self.tenants.get(&ObjectRef::new(name)).and_then(|s| s.decoded()).map(Arc::new)
     }
 
     fn tenants(&self) -> Vec<Arc<Tenant>> {
-        self.tenants.state().iter().filter_map(|s| decoded(s)).collect()
+        self.tenants.state().iter().filter_map(|s| s.decoded()).map(Arc::new).collect()
     }
 }

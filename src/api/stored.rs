@@ -52,6 +52,17 @@ impl StoredTenant {
         let Body { spec, status } = serde_json::from_slice(&self.body)?;
         Ok(Tenant { metadata: self.metadata.clone(), spec, status })
     }
+
+    /// [`Self::tenant`] for readers that can only skip a Tenant: a copy that
+    /// does not decode (a bug: it was encoded from a Tenant the apiserver
+    /// served) is logged and treated as absent.
+    pub fn decoded(&self) -> Option<Tenant> {
+        self.tenant()
+            .inspect_err(|e| {
+                tracing::error!(tenant = ?self.metadata.name, error = %e, "cannot decode the stored Tenant; treated as absent");
+            })
+            .ok()
+    }
 }
 
 impl<'de> Deserialize<'de> for StoredTenant {

@@ -374,7 +374,7 @@ impl Inner {
     /// The entry for a version of `obj` the watch delivered. The version an
     /// entry was found as planned at keeps only its hash: same version, same content.
     fn entry_for<K: kube::Resource + Serialize>(&self, key: &Key, obj: K) -> Entry {
-        match self.objects.get(key.0.as_ref()) {
+        match self.objects.get(key) {
             Some(known) if known.as_planned_at(obj.meta().resource_version.as_deref()) => known.clone(),
             _ => entry_of(obj),
         }
@@ -383,11 +383,11 @@ impl Inner {
     /// Stores `entry` under `key`, keeping the per-tenant index in step; the entry it replaced.
     fn put(&mut self, key: Key, mut entry: Entry) -> Option<Entry> {
         // A known key keeps its allocation (the index holds it too).
-        let key = match self.objects.get_key_value(key.0.as_ref()) {
+        let key = match self.objects.get_key_value(&key) {
             Some((known, _)) => known.clone(),
             None => key,
         };
-        let old = self.objects.remove(key.0.as_ref());
+        let old = self.objects.remove(&key);
         if let Some(old) = &old {
             self.index_remove(old.tenant.as_deref(), &key);
         }

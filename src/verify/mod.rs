@@ -319,13 +319,8 @@ impl Verifier {
         &self.settings
     }
 
-    /// Reads what every tenant's checks share (tenants, namespaces, policies, bindings, webhooks).
-    pub async fn cluster_view(&self) -> Result<ClusterView, VerifyError> {
-        let tenants = self.tenants().await?;
-        self.cluster_view_of(tenants.iter().map(TenantOutline::of).collect()).await
-    }
-
-    /// The view with the Tenants already at hand (the controller's store), in outline.
+    /// Reads what every tenant's checks share (namespaces, policies, bindings,
+    /// webhooks) with the Tenants already at hand, in outline.
     pub async fn cluster_view_of(&self, tenants: Vec<TenantOutline>) -> Result<ClusterView, VerifyError> {
         ClusterView::fetch(&self.client, &self.settings, tenants).await
     }

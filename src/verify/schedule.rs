@@ -310,16 +310,7 @@ pub async fn run(ctx: Arc<Context>, tenants: Store<StoredTenant>) {
 
 /// The outlines of the store's Tenants, decoded one at a time.
 fn outlines(stored: &[Arc<StoredTenant>]) -> Vec<TenantOutline> {
-    stored
-        .iter()
-        .filter_map(|s| match s.tenant() {
-            Ok(t) => Some(TenantOutline::of(&t)),
-            Err(e) => {
-                tracing::warn!(tenant = %s.name_any(), error = %e, "cannot decode the stored Tenant; left out of the view");
-                None
-            }
-        })
-        .collect()
+    stored.iter().filter_map(|s| s.decoded()).map(|t| TenantOutline::of(&t)).collect()
 }
 
 #[cfg(test)]
