@@ -10,33 +10,23 @@ use ipnet::IpNet;
 use kube::ResourceExt;
 
 use crate::api::{NetworkPeer, Profile, Tenant, TenantSpec};
+use crate::plan::namespaces::Existing;
 use crate::plan::{self, Config, Effective, PlanError};
-
-/// What the cluster holds under a namespace name, as the watch cache last saw it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NamespaceInfo {
-    /// Its labels.
-    pub labels: BTreeMap<String, String>,
-    /// Whether it is being deleted.
-    pub terminating: bool,
-}
 
 /// Read access to the cluster for the rules that need more than the request: the
 /// operator serves it from watch caches, tests and the fuzzer from memory.
 pub trait View: Send + Sync {
     /// The namespace called `name`, if it exists.
-    fn namespace(&self, name: &str) -> Option<NamespaceInfo>;
+    fn namespace(&self, name: &str) -> Option<Existing>;
     /// The Tenant called `name`, if it exists.
     fn tenant(&self, name: &str) -> Option<Arc<Tenant>>;
-    /// Every Tenant.
-    fn tenants(&self) -> Vec<Arc<Tenant>>;
 }
 
 /// A [`View`] held in memory: for tests, the fuzzer and benchmarks.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryView {
     /// Namespaces by name.
-    pub namespaces: BTreeMap<String, NamespaceInfo>,
+    pub namespaces: BTreeMap<String, Existing>,
     /// Tenants.
     pub tenants: Vec<Arc<Tenant>>,
 }
@@ -48,7 +38,7 @@ impl MemoryView {
         for t in tenants {
             let name = t.name_any();
             for ns in plan::namespaces::names(&name, &t.spec, config).unwrap_or_default() {
-                view.namespaces.insert(ns, NamespaceInfo { labels: plan::owner_labels(&name), terminating: false });
+                view.namespaces.insert(ns, Existing::of(Some(&plan::owner_labels(&name)), false));
             }
             view.tenants.push(Arc::new(t));
         }
@@ -57,14 +47,11 @@ impl MemoryView {
 }
 
 impl View for MemoryView {
-    fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+    fn namespace(&self, name: &str) -> Option<Existing> {
         self.namespaces.get(name).cloned()
     }
     fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
         self.tenants.iter().find(|t| t.metadata.name.as_deref() == Some(name)).cloned()
-    }
-    fn tenants(&self) -> Vec<Arc<Tenant>> {
-        self.tenants.clone()
     }
 }
 

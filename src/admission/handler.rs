@@ -17,7 +17,7 @@ use super::review::{self, DecodeError, Operation, Request, Response};
 use super::{images, managed, namespaces, network, pods, rbac, services, tenants};
 use crate::api::Tenant;
 use crate::plan::object::Kind;
-use crate::plan::{self, LABEL_TENANT};
+use crate::plan;
 
 /// What every decision needs besides the request.
 #[derive(Clone, Debug)]
@@ -99,7 +99,7 @@ fn scope(view: &dyn View, namespace: Option<&str>) -> Scope {
     let Some(info) = view.namespace(ns) else {
         return retry(format!("namespace {ns} is not known to bulkhead yet"));
     };
-    let Some(tenant) = info.labels.get(LABEL_TENANT) else {
+    let Some(tenant) = info.holder.as_deref() else {
         return Scope::Outside;
     };
     match view.tenant(tenant) {
@@ -317,13 +317,14 @@ fn refusal(uid: &str, v: Violation) -> (Response, Vec<Violation>) {
 pub(crate) mod tests {
     use super::*;
     use crate::admission::facts::testing::acme;
-    use crate::admission::facts::{MemoryView, NamespaceInfo};
+    use crate::admission::facts::MemoryView;
+    use crate::plan::namespaces::Existing;
     use serde_json::json;
 
     /// A cluster in memory: acme with its two namespaces, plus kube-system.
     pub(crate) fn cluster() -> MemoryView {
         let mut m = MemoryView::with_tenants(vec![acme()], &plan::Config::default());
-        m.namespaces.insert("kube-system".into(), NamespaceInfo::default());
+        m.namespaces.insert("kube-system".into(), Existing::default());
         m
     }
 

@@ -14,9 +14,11 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-use super::facts::{NamespaceInfo, View};
+use super::facts::View;
 use crate::api::{StoredTenant, Tenant};
 use crate::controller::cache::drop_unread;
+use crate::plan::namespaces::Existing;
+use crate::plan::{LABEL_MANAGED_BY, LABEL_TENANT};
 
 /// Watch-fed caches of Tenants and namespaces, each kept as small as what
 /// the rules read: Tenants in the controller's compact form (decoded for
@@ -29,12 +31,15 @@ pub struct State {
     namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
-/// Keeps what [`View::namespace`] reads of a namespace: its name, labels and deletion.
+/// Keeps what [`View::namespace`] reads of a namespace ([`Existing`]): its
+/// name, its tenant and managed-by labels and its deletion.
 fn namespace_facts(ns: &mut PartialObjectMeta<Namespace>) {
     let meta = &mut ns.metadata;
+    let mut labels = meta.labels.take().unwrap_or_default();
+    labels.retain(|k, _| k == LABEL_TENANT || k == LABEL_MANAGED_BY);
     *meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         name: meta.name.take(),
-        labels: meta.labels.take(),
+        labels: Some(labels),
         deletion_timestamp: meta.deletion_timestamp.take(),
         resource_version: meta.resource_version.take(),
         ..Default::default()
@@ -77,19 +82,12 @@ impl State {
 }
 
 impl View for State {
-    fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+    fn namespace(&self, name: &str) -> Option<Existing> {
         let ns = self.namespaces.get(&ObjectRef::new(name))?;
-        Some(NamespaceInfo {
-            labels: ns.metadata.labels.clone().unwrap_or_default(),
-            terminating: ns.metadata.deletion_timestamp.is_some(),
-        })
+        Some(Existing::of(ns.metadata.labels.as_ref(), ns.metadata.deletion_timestamp.is_some()))
     }
 
     fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
         self.tenants.get(&ObjectRef::new(name)).and_then(|s| s.decoded()).map(Arc::new)
-    }
-
-    fn tenants(&self) -> Vec<Arc<Tenant>> {
-        self.tenants.state().iter().filter_map(|s| s.decoded()).map(Arc::new).collect()
     }
 }

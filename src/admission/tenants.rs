@@ -34,6 +34,19 @@ fn confirmed(t: &Tenant) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// The other Tenant that plans namespace `ns`, if any. Namespaces are named
+/// `<tenant>-<name>`, so only a Tenant named like a prefix of `ns` that ends
+/// before a dash can plan it: a few lookups per namespace, where reading
+/// every Tenant made each Tenant write cost O(tenants).
+fn rival_planning(ns: &str, tenant: &str, view: &dyn View, config: &Config) -> Option<String> {
+    ns.match_indices('-')
+        .map(|(at, _)| &ns[..at])
+        .filter(|candidate| *candidate != tenant)
+        .filter_map(|candidate| view.tenant(candidate))
+        .find(|rival| planned(rival, config).contains(ns))
+        .map(|rival| rival.name_any())
+}
+
 /// Every Tenant rule for a create (`old` is None) or update.
 pub fn validate(new: &Tenant, old: Option<&Tenant>, view: &dyn View, config: &Config) -> Vec<Violation> {
     let name = new.name_any();
@@ -51,10 +64,8 @@ pub fn validate(new: &Tenant, old: Option<&Tenant>, view: &dyn View, config: &Co
     let wanted = planned(new, config);
     let before = old.map(|o| planned(o, config)).unwrap_or_default();
     let held = held_namespaces(old.and_then(|o| o.status.as_ref()));
-    let others: Vec<_> = view.tenants().into_iter().filter(|t| t.name_any() != name).collect();
     for ns in wanted.iter().filter(|ns| !before.contains(*ns) && !held.contains(*ns)) {
-        let info = view.namespace(ns);
-        match Claim::of(&name, info.as_ref().map(|i| &i.labels), info.as_ref().is_some_and(|i| i.terminating), false) {
+        match Claim::of(&name, view.namespace(ns).as_ref(), false) {
             Claim::OtherTenant(holder) => out.push(Violation::new(
                 rule::TENANT_NAMESPACE_CLAIMED,
                 "spec.namespaces",
@@ -66,11 +77,11 @@ pub fn validate(new: &Tenant, old: Option<&Tenant>, view: &dyn View, config: &Co
                 format!("namespace {ns} already exists outside bulkhead and is never taken over; choose another name or move its workloads out first"),
             )),
             _ => {
-                if let Some(rival) = others.iter().find(|t| planned(t, config).contains(ns)) {
+                if let Some(rival) = rival_planning(ns, &name, view, config) {
                     out.push(Violation::new(
                         rule::TENANT_NAMESPACE_CLAIMED,
                         "spec.namespaces",
-                        format!("namespace {ns} is already claimed by tenant {}; choose another name", rival.name_any()),
+                        format!("namespace {ns} is already claimed by tenant {rival}; choose another name"),
                     ));
                 }
             }
@@ -102,33 +113,28 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::admission::facts::NamespaceInfo;
+    use crate::plan::namespaces::Existing;
     use crate::admission::facts::testing::tenant;
     use crate::api::{NamespaceStatus, TenantStatus};
 
     #[derive(Default)]
     struct Fake {
-        namespaces: BTreeMap<String, NamespaceInfo>,
+        namespaces: BTreeMap<String, Existing>,
         tenants: Vec<Arc<Tenant>>,
     }
 
     impl View for Fake {
-        fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+        fn namespace(&self, name: &str) -> Option<Existing> {
             self.namespaces.get(name).cloned()
         }
         fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
             self.tenants.iter().find(|t| t.name_any() == name).cloned()
         }
-        fn tenants(&self) -> Vec<Arc<Tenant>> {
-            self.tenants.clone()
-        }
     }
 
-    fn ns(labels: &[(&str, &str)]) -> NamespaceInfo {
-        NamespaceInfo {
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            terminating: false,
-        }
+    fn ns(labels: &[(&str, &str)]) -> Existing {
+        let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Existing::of(Some(&labels), false)
     }
 
     fn holding(mut t: Tenant, names: &[&str]) -> Tenant {
@@ -168,6 +174,20 @@ mod tests {
         let out = validate(&tenant("acme", "namespaces: [{name: x-y}]"), None, &view, &Config::default());
         assert_eq!(out.len(), 1);
         assert!(out[0].message.contains("already claimed by tenant acme-x"), "{}", out[0].message);
+        // Tenants named like other prefixes of the name, planning other namespaces, are no rivals.
+        let view = Fake {
+            tenants: vec![Arc::new(tenant("acme-x", "namespaces: [{name: z}]")), Arc::new(tenant("a", "namespaces: [{name: b}]"))],
+            ..Default::default()
+        };
+        assert!(validate(&tenant("acme", "namespaces: [{name: x-y}]"), None, &view, &Config::default()).is_empty());
+        // The rival may sit at any dash: acme-x-y-z planned by acme-x (y-z) and by acme-x-y (z).
+        let view = Fake { tenants: vec![Arc::new(tenant("acme-x-y", "namespaces: [{name: z}]"))], ..Default::default() };
+        let out = validate(&tenant("acme", "namespaces: [{name: x-y-z}]"), None, &view, &Config::default());
+        assert!(out.len() == 1 && out[0].message.contains("by tenant acme-x-y"), "{out:?}");
+        // A Tenant updating itself is not its own rival.
+        let own = tenant("acme", "namespaces: [{name: a}]");
+        let view = Fake { tenants: vec![Arc::new(own.clone())], ..Default::default() };
+        assert!(validate(&tenant("acme", "namespaces: [{name: a}, {name: b}]"), Some(&own), &view, &Config::default()).is_empty());
     }
 
     #[test]

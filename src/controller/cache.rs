@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::api::StoredTenant;
+use crate::plan::namespaces::Existing;
 use crate::plan::{LABEL_MANAGED_BY, LABEL_SHARED, LABEL_TENANT, MANAGED_BY, ObjectKey, object::Kind};
 
 /// An object's namespace and name in one shared allocation: `namespace/name`,
@@ -95,6 +96,8 @@ struct Entry {
     tenant: Option<Arc<str>>,
     managed: bool,
     shared: bool,
+    /// Being deleted (a deletionTimestamp is set).
+    terminating: bool,
     body: Body,
 }
 
@@ -107,6 +110,11 @@ enum Body {
     /// [`hash_bits`]): at this resourceVersion nothing else needs to be
     /// known. Any change arrives with a new version and brings the JSON back.
     AsPlanned(u64),
+    /// Without bulkhead's managed-by label, which every planned object
+    /// carries, and of a kind or namespace whose content nothing reads: no
+    /// plan can hold it as it is, so its content is never compared. These
+    /// are the cluster's other namespaces, most of the namespace cache.
+    Unplannable,
 }
 
 /// An applied-hash (16 hex digits, [`crate::controller::diff::config_hash`])
@@ -125,6 +133,7 @@ impl Entry {
             tenant: self.tenant.as_deref().map(str::to_string),
             managed: self.managed,
             shared: self.shared,
+            terminating: self.terminating,
         }
     }
 
@@ -134,6 +143,7 @@ impl Entry {
             tenant: change.tenant.map(Arc::from),
             managed: change.managed,
             shared: change.shared,
+            terminating: change.terminating,
             body,
         }
     }
@@ -176,6 +186,7 @@ struct Change {
     tenant: Option<String>,
     managed: bool,
     shared: bool,
+    terminating: bool,
 }
 
 struct Inner {
@@ -360,11 +371,15 @@ fn change_of(meta: &ObjectMeta) -> Change {
         tenant: label(LABEL_TENANT).map(str::to_string),
         managed: label(LABEL_MANAGED_BY) == Some(MANAGED_BY),
         shared: label(LABEL_SHARED) == Some("true") && label(LABEL_MANAGED_BY) == Some(MANAGED_BY),
+        terminating: meta.deletion_timestamp.is_some(),
     }
 }
 
-fn entry_of<K: kube::Resource + Serialize>(mut obj: K) -> Entry {
+fn entry_of<K: kube::Resource + Serialize>(mut obj: K, reads: &Reads) -> Entry {
     let change = change_of(obj.meta());
+    if !change.managed && !reads.content_of(change.namespace.as_deref()) {
+        return Entry::new(change, Body::Unplannable);
+    }
     strip(&mut obj);
     // Serializing a value that came from JSON cannot fail; an empty body decodes as "absent".
     Entry::new(change, Body::Json(serde_json::to_vec(&obj).unwrap_or_default().into_boxed_slice()))
@@ -373,10 +388,10 @@ fn entry_of<K: kube::Resource + Serialize>(mut obj: K) -> Entry {
 impl Inner {
     /// The entry for a version of `obj` the watch delivered. The version an
     /// entry was found as planned at keeps only its hash: same version, same content.
-    fn entry_for<K: kube::Resource + Serialize>(&self, key: &Key, obj: K) -> Entry {
+    fn entry_for<K: kube::Resource + Serialize>(&self, key: &Key, obj: K, reads: &Reads) -> Entry {
         match self.objects.get(key) {
             Some(known) if known.as_planned_at(obj.meta().resource_version.as_deref()) => known.clone(),
-            _ => entry_of(obj),
+            _ => entry_of(obj, reads),
         }
     }
 
@@ -457,6 +472,13 @@ where
         inner.objects.get(Key::text(namespace, name).as_str()).and_then(Self::decode)
     }
 
+    /// What a namespace claim reads of the cached object, if it is cached.
+    pub fn existing(&self, namespace: Option<&str>, name: &str) -> Option<Existing> {
+        let inner = self.inner.read().ok()?;
+        let entry = inner.objects.get(Key::text(namespace, name).as_str())?;
+        Some(Existing { holder: entry.tenant.as_deref().map(str::to_string), managed: entry.managed, terminating: entry.terminating })
+    }
+
     /// Every cached object labelled as belonging to `tenant`.
     pub fn of_tenant(&self, tenant: &str) -> Vec<K> {
         let Ok(inner) = self.inner.read() else {
@@ -505,7 +527,7 @@ where
         match event {
             watcher::Event::Apply(obj) => {
                 let key = key_of(obj.meta());
-                let entry = inner.entry_for(&key, obj);
+                let entry = inner.entry_for(&key, obj, &self.reads);
                 let change = entry.change(&key);
                 // A relabelled object concerns the tenant it was taken from too.
                 match inner.put(key.clone(), entry) {
@@ -528,7 +550,7 @@ where
             }
             watcher::Event::InitApply(obj) => {
                 let key = key_of(obj.meta());
-                let entry = inner.entry_for(&key, obj);
+                let entry = inner.entry_for(&key, obj, &self.reads);
                 if let Some(buffer) = inner.relist.as_mut() {
                     buffer.insert(key, entry);
                 }
@@ -612,6 +634,7 @@ where
             let entry = inner.objects.get(key.as_str())?;
             match &entry.body {
                 Body::AsPlanned(planned) => return Some(hash_bits(hash) == Some(*planned)),
+                Body::Unplannable => return Some(false),
                 Body::Json(json) => (entry.resource_version.clone(), serde_json::from_slice(json).ok()?),
             }
         };
@@ -659,7 +682,7 @@ where
         let entry = match as_planned.filter(|_| !self.reads.content_of(key.namespace())).and_then(hash_bits) {
             Some(bits) => Entry::new(change_of(&meta), Body::AsPlanned(bits)),
             None => match serde_json::from_value::<K>(written) {
-                Ok(obj) => entry_of(obj),
+                Ok(obj) => entry_of(obj, &self.reads),
                 Err(_) => return false,
             },
         };
@@ -871,6 +894,36 @@ mod tests {
         assert!(cache.get(Some("ns"), "s").is_none());
         cache.apply(watcher::Event::Apply(secret_in("ns", "13", "YQ==")));
         assert_eq!(cached_in(&cache, "ns"), Some(json!("YQ==")));
+    }
+
+    #[test]
+    fn objects_without_bulkhead_s_label_keep_only_what_a_claim_reads() {
+        let cache = Cache::<Secret>::new(Kind::Secret, Reads::In("operator".into()));
+        let mut released = secret_in("ns", "10", "YQ==");
+        released.metadata.labels = Some([(LABEL_TENANT.to_string(), "acme".to_string())].into());
+        cache.apply(watcher::Event::Apply(released.clone()));
+        assert!(cache.get(Some("ns"), "s").is_none(), "no content kept");
+        assert_eq!(as_planned(&cache, "ns", H1, "YQ=="), Some(false), "no plan holds it as it is");
+        let facts = cache.existing(Some("ns"), "s").expect("cached");
+        assert_eq!(facts, Existing { holder: Some("acme".into()), managed: false, terminating: false });
+        assert!(cache.managed_of_tenant("acme").is_empty());
+        // Its deletion starts: the facts follow.
+        released.metadata.resource_version = Some("11".into());
+        released.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        cache.apply(watcher::Event::Apply(released));
+        assert!(cache.existing(Some("ns"), "s").is_some_and(|e| e.terminating));
+        // Taken back with bulkhead's label: the content is kept again, to be compared.
+        cache.apply(watcher::Event::Apply(secret_in("ns", "12", "YQ==")));
+        assert_eq!(as_planned(&cache, "ns", H1, "YQ=="), Some(true));
+        let facts = cache.existing(Some("ns"), "s").expect("cached");
+        assert_eq!(facts, Existing { holder: Some("acme".into()), managed: true, terminating: false });
+        // Where the content is read, it is kept whatever the labels.
+        let mut foreign = secret_in("operator", "13", "YQ==");
+        foreign.metadata.labels = None;
+        cache.apply(watcher::Event::Apply(foreign));
+        assert_eq!(cached_in(&cache, "operator"), Some(json!("YQ==")));
+        assert_eq!(cache.existing(Some("operator"), "s"), Some(Existing::default()));
     }
 
     fn cached_in(cache: &Cache<Secret>, ns: &str) -> Option<serde_json::Value> {

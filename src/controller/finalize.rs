@@ -12,12 +12,13 @@ use serde_json::json;
 
 use crate::api::{DeletionPolicy, NamespaceStatus, Tenant};
 use crate::plan::object::Kind;
-use crate::plan::{FINALIZER, LABEL_MANAGED_BY, MANAGED_BY, is_planned_name};
+use crate::plan::{FINALIZER, is_planned_name};
 use crate::telemetry::security::Action as SecurityAction;
 
 use super::notify::security;
 use super::reconcile::field_manager;
 use super::status::{self, Report};
+use super::cache::Lookup;
 use super::{Context, Error, apply, keys, prune};
 
 async fn crd_is_being_deleted(ctx: &Context) -> Result<bool, Error> {
@@ -96,16 +97,14 @@ pub async fn finalize(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
             let remaining: Vec<String> = ctx
                 .caches
                 .namespaces
-                .of_tenant(&name)
-                .iter()
-                .filter(|m| m.labels().get(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGED_BY))
-                .filter(|m| held.contains(&m.name_any()))
-                .map(|m| m.name_any())
+                .managed_of_tenant(&name)
+                .into_iter()
+                .map(|(_, ns)| ns)
+                .filter(|ns| held.contains(ns))
                 .collect();
             for ns in &remaining {
                 let key = crate::plan::ObjectKey { kind: Kind::Namespace, namespace: None, name: ns.clone() };
-                let terminating =
-                    ctx.caches.namespaces.get(None, ns).is_some_and(|m| m.metadata.deletion_timestamp.is_some());
+                let terminating = ctx.caches.namespaces.existing(None, ns).is_some_and(|e| e.terminating);
                 if !terminating {
                     apply::delete(ctx, &key).await?;
                 }

@@ -123,7 +123,7 @@ impl Caches {
     /// Empty caches; the key sources live in `operator_namespace`.
     fn new(operator_namespace: &str) -> Self {
         Self {
-            namespaces: Cache::new(Kind::Namespace, Reads::All),
+            namespaces: Cache::new(Kind::Namespace, Reads::Nothing),
             service_accounts: Cache::new(Kind::ServiceAccount, Reads::Nothing),
             network_policies: Cache::new(Kind::NetworkPolicy, Reads::Nothing),
             resource_quotas: Cache::new(Kind::ResourceQuota, Reads::All),

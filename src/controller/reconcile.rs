@@ -100,13 +100,8 @@ fn claim_namespaces(tenant: &Tenant, ctx: &Context) -> (Tenant, Vec<NamespaceSta
     let held = status::held_namespaces(tenant.status.as_ref());
     for ns in &tenant.spec.namespaces {
         let full = namespace_name(&name, &ns.name);
-        let existing = ctx.caches.namespaces.get(None, &full);
-        let claim = Claim::of(
-            &name,
-            existing.as_ref().map(|m| m.labels()),
-            existing.as_ref().is_some_and(|m| m.metadata.deletion_timestamp.is_some()),
-            held.contains(&full),
-        );
+        let existing = ctx.caches.namespaces.existing(None, &full);
+        let claim = Claim::of(&name, existing.as_ref(), held.contains(&full));
         let phase = match &claim {
             c if c.usable() => PHASE_READY,
             Claim::Terminating => PHASE_TERMINATING,

@@ -114,24 +114,49 @@ pub enum Claim {
     Foreign,
 }
 
+/// All a claim reads of a namespace that exists: whose tenant label it
+/// carries, whether bulkhead's managed-by label is on it, and whether it is
+/// being deleted. The controller's and the webhooks' caches keep this much
+/// of every namespace in the cluster, not its labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Existing {
+    /// The value of its tenant label.
+    pub holder: Option<String>,
+    /// Whether it carries bulkhead's managed-by label.
+    pub managed: bool,
+    /// Whether it is being deleted.
+    pub terminating: bool,
+}
+
+impl Existing {
+    /// The facts of a namespace with these labels.
+    pub fn of(labels: Option<&BTreeMap<String, String>>, terminating: bool) -> Self {
+        let label = |key: &str| labels.and_then(|l| l.get(key));
+        Self {
+            holder: label(super::LABEL_TENANT).cloned(),
+            managed: label(super::LABEL_MANAGED_BY).is_some_and(|v| v == super::MANAGED_BY),
+            terminating,
+        }
+    }
+}
+
 impl Claim {
-    /// Decides from the existing namespace's labels (None when it does not
-    /// exist) and whether the Tenant's own status records holding it. Labels
-    /// can be edited by anyone with namespace rights, the Tenant status only
-    /// by bulkhead, so a namespace the status records stays ours even if
+    /// Decides from the existing namespace (None when it does not exist) and
+    /// whether the Tenant's own status records holding it. Labels can be
+    /// edited by anyone with namespace rights, the Tenant status only by
+    /// bulkhead, so a namespace the status records stays ours even if
     /// someone relabels it, and a relabelled namespace never becomes ours.
-    pub fn of(tenant: &str, existing: Option<&BTreeMap<String, String>>, terminating: bool, held: bool) -> Self {
-        let Some(labels) = existing else {
+    pub fn of(tenant: &str, existing: Option<&Existing>, held: bool) -> Self {
+        let Some(Existing { holder, managed, terminating }) = existing else {
             return Claim::Free;
         };
-        let holder = labels.get(super::LABEL_TENANT);
-        let managed = labels.get(super::LABEL_MANAGED_BY).is_some_and(|v| v == super::MANAGED_BY);
+        let holder = holder.as_deref();
         match holder {
-            _ if terminating && (held || holder.is_some_and(|t| t == tenant)) => Claim::Terminating,
+            _ if *terminating && (held || holder == Some(tenant)) => Claim::Terminating,
             _ if held && !terminating => Claim::Ours,
-            Some(t) if t == tenant && managed => Claim::Ours,
+            Some(t) if t == tenant && *managed => Claim::Ours,
             Some(t) if t == tenant => Claim::Released,
-            Some(t) => Claim::OtherTenant(t.clone()),
+            Some(t) => Claim::OtherTenant(t.to_string()),
             None => Claim::Foreign,
         }
     }

@@ -464,22 +464,29 @@ fn compliance_profiles_tighten_and_reject_conflicts() {
 
 #[test]
 fn claims_never_take_foreign_or_other_tenants_namespaces() {
-    use namespaces::Claim;
-    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    use namespaces::{Claim, Existing};
+    let existing = |pairs: &[(&str, &str)], terminating: bool| {
+        let labels: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Existing::of(Some(&labels), terminating)
     };
-    assert_eq!(Claim::of("acme", None, false, false), Claim::Free);
-    let ours = labels(&[(LABEL_TENANT, "acme"), (LABEL_MANAGED_BY, MANAGED_BY)]);
-    assert_eq!(Claim::of("acme", Some(&ours), false, true), Claim::Ours);
-    assert_eq!(Claim::of("acme", Some(&ours), false, false), Claim::Ours);
-    assert_eq!(Claim::of("acme", Some(&ours), true, true), Claim::Terminating);
-    let released = labels(&[(LABEL_TENANT, "acme")]);
-    assert_eq!(Claim::of("acme", Some(&released), false, false), Claim::Released);
-    let other = labels(&[(LABEL_TENANT, "globex"), (LABEL_MANAGED_BY, MANAGED_BY)]);
-    assert_eq!(Claim::of("acme", Some(&other), false, false), Claim::OtherTenant("globex".into()));
+    assert_eq!(Claim::of("acme", None, false), Claim::Free);
+    let ours = existing(&[(LABEL_TENANT, "acme"), (LABEL_MANAGED_BY, MANAGED_BY), ("team", "x")], false);
+    assert_eq!(ours, Existing { holder: Some("acme".into()), managed: true, terminating: false });
+    assert_eq!(Claim::of("acme", Some(&ours), true), Claim::Ours);
+    assert_eq!(Claim::of("acme", Some(&ours), false), Claim::Ours);
+    let going = existing(&[(LABEL_TENANT, "acme"), (LABEL_MANAGED_BY, MANAGED_BY)], true);
+    assert_eq!(Claim::of("acme", Some(&going), true), Claim::Terminating);
+    let released = existing(&[(LABEL_TENANT, "acme")], false);
+    assert_eq!(Claim::of("acme", Some(&released), false), Claim::Released);
+    let other = existing(&[(LABEL_TENANT, "globex"), (LABEL_MANAGED_BY, MANAGED_BY)], false);
+    assert_eq!(Claim::of("acme", Some(&other), false), Claim::OtherTenant("globex".into()));
     // Relabelled to another tenant, but our status says we hold it: still ours, labels get repaired.
-    assert_eq!(Claim::of("acme", Some(&other), false, true), Claim::Ours);
-    assert_eq!(Claim::of("acme", Some(&labels(&[("team", "x")])), false, false), Claim::Foreign);
+    assert_eq!(Claim::of("acme", Some(&other), true), Claim::Ours);
+    // Another manager's value is not bulkhead's label.
+    let imitation = existing(&[(LABEL_TENANT, "acme"), (LABEL_MANAGED_BY, "helm")], false);
+    assert_eq!(Claim::of("acme", Some(&imitation), false), Claim::Released);
+    assert_eq!(Claim::of("acme", Some(&existing(&[("team", "x")], false)), false), Claim::Foreign);
+    assert_eq!(Claim::of("acme", Some(&Existing::of(None, false)), false), Claim::Foreign);
     assert!(!Claim::Foreign.usable() && !Claim::Terminating.usable() && Claim::Released.usable());
 }
 
