@@ -16,8 +16,8 @@ use super::mutate::{self, SidecarConfig};
 use super::review::{self, DecodeError, Operation, Request, Response};
 use super::{images, managed, namespaces, network, pods, rbac, services, tenants};
 use crate::api::Tenant;
-use crate::plan::object::Kind;
 use crate::plan;
+use crate::plan::object::Kind;
 
 /// What every decision needs besides the request.
 #[derive(Clone, Debug)]
@@ -316,8 +316,8 @@ fn refusal(uid: &str, v: Violation) -> (Response, Vec<Violation>) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::admission::facts::testing::acme;
     use crate::admission::facts::MemoryView;
+    use crate::admission::facts::testing::acme;
     use crate::plan::namespaces::Existing;
     use serde_json::json;
 

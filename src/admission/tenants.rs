@@ -113,9 +113,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::plan::namespaces::Existing;
     use crate::admission::facts::testing::tenant;
     use crate::api::{NamespaceStatus, TenantStatus};
+    use crate::plan::namespaces::Existing;
 
     #[derive(Default)]
     struct Fake {
@@ -176,18 +176,25 @@ mod tests {
         assert!(out[0].message.contains("already claimed by tenant acme-x"), "{}", out[0].message);
         // Tenants named like other prefixes of the name, planning other namespaces, are no rivals.
         let view = Fake {
-            tenants: vec![Arc::new(tenant("acme-x", "namespaces: [{name: z}]")), Arc::new(tenant("a", "namespaces: [{name: b}]"))],
+            tenants: vec![
+                Arc::new(tenant("acme-x", "namespaces: [{name: z}]")),
+                Arc::new(tenant("a", "namespaces: [{name: b}]")),
+            ],
             ..Default::default()
         };
         assert!(validate(&tenant("acme", "namespaces: [{name: x-y}]"), None, &view, &Config::default()).is_empty());
         // The rival may sit at any dash: acme-x-y-z planned by acme-x (y-z) and by acme-x-y (z).
-        let view = Fake { tenants: vec![Arc::new(tenant("acme-x-y", "namespaces: [{name: z}]"))], ..Default::default() };
+        let view =
+            Fake { tenants: vec![Arc::new(tenant("acme-x-y", "namespaces: [{name: z}]"))], ..Default::default() };
         let out = validate(&tenant("acme", "namespaces: [{name: x-y-z}]"), None, &view, &Config::default());
         assert!(out.len() == 1 && out[0].message.contains("by tenant acme-x-y"), "{out:?}");
         // A Tenant updating itself is not its own rival.
         let own = tenant("acme", "namespaces: [{name: a}]");
         let view = Fake { tenants: vec![Arc::new(own.clone())], ..Default::default() };
-        assert!(validate(&tenant("acme", "namespaces: [{name: a}, {name: b}]"), Some(&own), &view, &Config::default()).is_empty());
+        assert!(
+            validate(&tenant("acme", "namespaces: [{name: a}, {name: b}]"), Some(&own), &view, &Config::default())
+                .is_empty()
+        );
     }
 
     #[test]

@@ -193,7 +193,7 @@ struct Inner {
     // Keys are shared between the map and the per-tenant index: at a
     // thousand tenants a second copy of every key was megabytes.
     objects: HashMap<Key, Entry>,
-    /// Each tenant's keys, sorted: a tenant has a handful of objects of a
+    /// Each tenant's managed keys (what pruning looks for), sorted: a tenant has a handful of objects of a
     /// kind, and a B-tree node is sized for eleven (9 caches × 1,000
     /// tenants of them were 1.5 MB).
     by_tenant: HashMap<Arc<str>, Vec<Key>>,
@@ -406,8 +406,10 @@ impl Inner {
         if let Some(old) = &old {
             self.index_remove(old.tenant.as_deref(), &key);
         }
+        // Only what bulkhead manages is pruned, so only that is indexed: a
+        // namespace released or labelled by hand is found by its key alone.
         if let Some(tenant) = entry.tenant.take() {
-            entry.tenant = Some(self.index_insert(tenant, key.clone()));
+            entry.tenant = Some(if entry.managed { self.index_insert(tenant, key.clone()) } else { tenant });
         }
         self.objects.insert(key, entry);
         old
@@ -476,19 +478,11 @@ where
     pub fn existing(&self, namespace: Option<&str>, name: &str) -> Option<Existing> {
         let inner = self.inner.read().ok()?;
         let entry = inner.objects.get(Key::text(namespace, name).as_str())?;
-        Some(Existing { holder: entry.tenant.as_deref().map(str::to_string), managed: entry.managed, terminating: entry.terminating })
-    }
-
-    /// Every cached object labelled as belonging to `tenant`.
-    pub fn of_tenant(&self, tenant: &str) -> Vec<K> {
-        let Ok(inner) = self.inner.read() else {
-            return Vec::new();
-        };
-        inner
-            .by_tenant
-            .get(tenant)
-            .map(|keys| keys.iter().filter_map(|k| inner.objects.get(k)).filter_map(Self::decode).collect())
-            .unwrap_or_default()
+        Some(Existing {
+            holder: entry.tenant.as_deref().map(str::to_string),
+            managed: entry.managed,
+            terminating: entry.terminating,
+        })
     }
 
     /// Names of the cached objects bulkhead shares between tenants.
@@ -665,10 +659,7 @@ where
         let Some(keys) = inner.by_tenant.get(tenant) else {
             return Vec::new();
         };
-        keys.iter()
-            .filter(|k| inner.objects.get(*k).is_some_and(|e| e.managed))
-            .map(|k| (k.namespace().map(str::to_string), k.name().to_string()))
-            .collect()
+        keys.iter().map(|k| (k.namespace().map(str::to_string), k.name().to_string())).collect()
     }
 
     fn wait_ready(&self) -> futures::future::BoxFuture<'_, ()> {
@@ -918,8 +909,14 @@ mod tests {
         assert_eq!(as_planned(&cache, "ns", H1, "YQ=="), Some(true));
         let facts = cache.existing(Some("ns"), "s").expect("cached");
         assert_eq!(facts, Existing { holder: Some("acme".into()), managed: true, terminating: false });
+        assert_eq!(cache.managed_of_tenant("acme"), vec![(Some("ns".into()), "s".into())]);
+        // Released again (bulkhead's label gone): no longer indexed for pruning.
+        let mut released = secret_in("ns", "13", "YQ==");
+        released.metadata.labels = Some([(LABEL_TENANT.to_string(), "acme".to_string())].into());
+        cache.apply(watcher::Event::Apply(released));
+        assert!(cache.managed_of_tenant("acme").is_empty());
         // Where the content is read, it is kept whatever the labels.
-        let mut foreign = secret_in("operator", "13", "YQ==");
+        let mut foreign = secret_in("operator", "14", "YQ==");
         foreign.metadata.labels = None;
         cache.apply(watcher::Event::Apply(foreign));
         assert_eq!(cached_in(&cache, "operator"), Some(json!("YQ==")));

@@ -15,10 +15,10 @@ use crate::plan::object::Kind;
 use crate::plan::{FINALIZER, is_planned_name};
 use crate::telemetry::security::Action as SecurityAction;
 
+use super::cache::Lookup;
 use super::notify::security;
 use super::reconcile::field_manager;
 use super::status::{self, Report};
-use super::cache::Lookup;
 use super::{Context, Error, apply, keys, prune};
 
 async fn crd_is_being_deleted(ctx: &Context) -> Result<bool, Error> {
