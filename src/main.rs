@@ -202,14 +202,15 @@ async fn run_command(args: RunArgs) -> Result<(), String> {
         shutdown: ops.shutdown.clone(),
         ..Default::default()
     };
+    let watches = controller::watch(&client, &options);
     if let Some(mut admission) = args.admission.options(&options.plan, options.tenant_selector.as_deref()) {
         admission.metrics = Some(ops.metrics.clone());
         admission.ready = Some(ops.readiness.gate(bulkhead::admission::READINESS_GATE));
-        bulkhead::admission::start(client.clone(), admission)
+        bulkhead::admission::start(client.clone(), admission, watches.namespaces())
             .await
             .map_err(|e| format!("cannot start the admission webhooks: {e}"))?;
     }
-    let result = controller::run(client, options).await.map_err(|e| e.to_string());
+    let result = controller::run(client, options, watches).await.map_err(|e| e.to_string());
     ops.stop().await;
     result
 }

@@ -50,6 +50,7 @@ use crate::telemetry::health::Gate;
 use crate::telemetry::metrics::Metrics;
 use handler::Settings;
 use mutate::SidecarConfig;
+use state::Namespaces;
 use webhooks::{Target, WebhookOptions};
 
 /// Readiness gate of the admission server: open once it serves with its TLS material loaded.
@@ -155,14 +156,14 @@ async fn whoami(client: &Client) -> Result<String, Error> {
 
 /// Starts the admission server: caches, TLS, HTTPS listener, then the webhook configurations
 /// (only once the server answers), and a loop that keeps TLS and configurations current.
-pub async fn start(client: Client, options: Options) -> Result<Handle, Error> {
+pub async fn start(client: Client, options: Options, namespaces: Arc<Namespaces>) -> Result<Handle, Error> {
     let operator_username = match &options.operator_username {
         Some(u) => u.clone(),
         None => whoami(&client).await?,
     };
     let tenant_selector =
         options.tenant_selector.as_deref().map(webhooks::parse_selector).transpose().map_err(Error::Selector)?;
-    let state = state::State::start(&client);
+    let state = state::State::start(&client, namespaces);
     const FILL: Duration = Duration::from_secs(60);
     if !state.wait_ready(FILL).await {
         return Err(Error::CachesNotReady(FILL));

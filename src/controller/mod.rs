@@ -264,8 +264,25 @@ fn shared_stream<T: Send + 'static>(
     })
 }
 
-/// Runs the controller until `options.shutdown` is triggered; reconciles only while `options.leadership` says so.
-pub async fn run(client: Client, options: Options) -> Result<(), Error> {
+/// The watch caches, running, and the triggers they send: started before
+/// the controller so that the admission webhooks can share the namespace
+/// cache (every replica keeps it warm, leader or not).
+pub struct Watches {
+    caches: Caches,
+    own_writes: Arc<OwnWrites>,
+    tenant_rx: futures::channel::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<StoredTenant>>,
+    shared_rx: futures::channel::mpsc::UnboundedReceiver<()>,
+}
+
+impl Watches {
+    /// Every namespace of the cluster, as much as a namespace claim reads of it.
+    pub fn namespaces(&self) -> Arc<Cache<PartialObjectMeta<Namespace>>> {
+        self.caches.namespaces.clone()
+    }
+}
+
+/// Starts the watch caches (they run until the process ends, retrying with backoff).
+pub fn watch(client: &Client, options: &Options) -> Watches {
     let (tenant_tx, tenant_rx) = futures::channel::mpsc::unbounded();
     let (shared_tx, shared_rx) = futures::channel::mpsc::unbounded();
     let own_writes = Arc::new(OwnWrites::default());
@@ -278,15 +295,21 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default().page_size(page))
             .backoff(backoff::WatchBackoff::default());
     tokio::spawn(caches.namespaces.clone().run(ns_stream, triggers.clone()));
-    spawn_cache(&client, &caches.service_accounts, Some(&managed), page, &triggers);
-    spawn_cache(&client, &caches.network_policies, Some(&managed), page, &triggers);
-    spawn_cache(&client, &caches.resource_quotas, Some(&managed), page, &triggers);
-    spawn_cache(&client, &caches.limit_ranges, Some(&managed), page, &triggers);
-    spawn_cache(&client, &caches.role_bindings, Some(&managed), page, &triggers);
-    spawn_cache(&client, &caches.cluster_roles, Some(&managed), page, &triggers);
-    spawn_cache(&client, &caches.cluster_role_bindings, Some(&managed), page, &triggers);
-    spawn_cache(&client, &caches.secrets, Some(&managed), page, &triggers);
+    spawn_cache(client, &caches.service_accounts, Some(&managed), page, &triggers);
+    spawn_cache(client, &caches.network_policies, Some(&managed), page, &triggers);
+    spawn_cache(client, &caches.resource_quotas, Some(&managed), page, &triggers);
+    spawn_cache(client, &caches.limit_ranges, Some(&managed), page, &triggers);
+    spawn_cache(client, &caches.role_bindings, Some(&managed), page, &triggers);
+    spawn_cache(client, &caches.cluster_roles, Some(&managed), page, &triggers);
+    spawn_cache(client, &caches.cluster_role_bindings, Some(&managed), page, &triggers);
+    spawn_cache(client, &caches.secrets, Some(&managed), page, &triggers);
+    Watches { caches, own_writes, tenant_rx, shared_rx }
+}
 
+/// Runs the controller on `watches` until `options.shutdown` is triggered;
+/// reconciles only while `options.leadership` says so.
+pub async fn run(client: Client, options: Options, watches: Watches) -> Result<(), Error> {
+    let Watches { caches, own_writes, tenant_rx, shared_rx } = watches;
     tracing::info!("waiting for the watch caches to fill");
     caches.wait_ready().await;
     tracing::info!("watch caches ready");
