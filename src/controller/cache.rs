@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::api::StoredTenant;
 use crate::plan::namespaces::Existing;
-use crate::plan::{LABEL_MANAGED_BY, LABEL_SHARED, LABEL_TENANT, MANAGED_BY, ObjectKey, object::Kind};
+use crate::plan::{LABEL_SHARED, LABEL_TENANT, ObjectKey, object::Kind};
 
 /// An object's namespace and name in one shared allocation: `namespace/name`,
 /// or `/name` when cluster-scoped (neither may contain a slash). The map and
@@ -193,9 +193,9 @@ struct Inner {
     // Keys are shared between the map and the per-tenant index: at a
     // thousand tenants a second copy of every key was megabytes.
     objects: HashMap<Key, Entry>,
-    /// Each tenant's managed keys (what pruning looks for), sorted: a tenant has a handful of objects of a
-    /// kind, and a B-tree node is sized for eleven (9 caches × 1,000
-    /// tenants of them were 1.5 MB).
+    /// Each tenant's managed keys (what pruning looks for), sorted: a tenant
+    /// has a handful of objects of a kind, and a B-tree node is sized for
+    /// eleven (9 caches × 1,000 tenants of them were 1.5 MB).
     by_tenant: HashMap<Arc<str>, Vec<Key>>,
     relist: Option<HashMap<Key, Entry>>,
     /// Highest resourceVersion the watch delivered: a write at or below it
@@ -362,16 +362,18 @@ fn strip<K: kube::Resource>(obj: &mut K) {
 }
 
 fn change_of(meta: &ObjectMeta) -> Change {
-    let labels = meta.labels.as_ref();
-    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+    // Tenant, managed and terminating as a namespace claim reads them: one definition for both.
+    let Existing { holder, managed, terminating } =
+        Existing::of(meta.labels.as_ref(), meta.deletion_timestamp.is_some());
+    let shared = meta.labels.as_ref().and_then(|l| l.get(LABEL_SHARED)).is_some_and(|v| v == "true");
     Change {
         name: meta.name.clone().unwrap_or_default(),
         namespace: meta.namespace.clone(),
         resource_version: meta.resource_version.clone(),
-        tenant: label(LABEL_TENANT).map(str::to_string),
-        managed: label(LABEL_MANAGED_BY) == Some(MANAGED_BY),
-        shared: label(LABEL_SHARED) == Some("true") && label(LABEL_MANAGED_BY) == Some(MANAGED_BY),
-        terminating: meta.deletion_timestamp.is_some(),
+        tenant: holder,
+        managed,
+        shared: shared && managed,
+        terminating,
     }
 }
 
@@ -715,6 +717,7 @@ fn version_number(resource_version: Option<&str>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{LABEL_MANAGED_BY, MANAGED_BY};
     use k8s_openapi::api::core::v1::Secret;
     use serde_json::json;
 

@@ -116,8 +116,8 @@ pub enum Claim {
 
 /// All a claim reads of a namespace that exists: whose tenant label it
 /// carries, whether bulkhead's managed-by label is on it, and whether it is
-/// being deleted. The controller's and the webhooks' caches keep this much
-/// of every namespace in the cluster, not its labels.
+/// being deleted. The controller's namespace cache, which the webhooks
+/// share, keeps this much of every namespace in the cluster, not its labels.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Existing {
     /// The value of its tenant label.
