@@ -1,5 +1,5 @@
 # Entry points; the real work is in the scripts under e2e/.
-.PHONY: test tools cluster-up cluster-down cluster-status cluster-build demo release bench
+.PHONY: test tools cluster-up cluster-down cluster-status cluster-build demo release hot-functions bench
 
 test:
 	e2e/test-all
@@ -25,6 +25,11 @@ demo:
 # Static x86_64 musl binary, as the Dockerfile builds it.
 release:
 	e2e/release
+
+# Regenerates release/hot-functions.txt, the functions build.rs has lld lay
+# out first (the operator under valgrind in the scale and admission benches).
+hot-functions:
+	e2e/hot-functions
 
 # Benchmarks against the local control plane (not part of `make test`):
 # scale (floor vs convergence, idle writes, memory, drift repair), admission

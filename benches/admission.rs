@@ -14,7 +14,8 @@
 //! Environment: BENCH_ADMISSION_RATE (default 1000), BENCH_ADMISSION_SECS
 //! (default 10, open loop per variant), BENCH_ADMISSION_MAX_SECS (default 5,
 //! closed loop per variant), BENCH_ADMISSION_CONNECTIONS (default 32),
-//! BENCH_OUT (default bench-results/), BENCH_KUBECONFIG. Needs the local
+//! BENCH_OUT (default bench-results/), BENCH_KUBECONFIG, BENCH_OPERATOR_BIN
+//! (another operator binary, e.g. the musl release build). Needs the local
 //! control plane (`e2e/cluster up`).
 
 mod measure;
@@ -78,7 +79,7 @@ fn tenant(name: &str, extra: Value) -> Value {
 
 fn start_operator() -> Operator {
     let labels = format!("{SHARD_LABEL}={SHARD}");
-    Operator::start_with(
+    Operator::start_bench(
         SHARD,
         &[
             ("BULKHEAD_ADMISSION_LISTEN", "127.0.0.1:0"),

@@ -225,6 +225,9 @@ fn writes(d: &BTreeMap<String, u64>) -> u64 {
     ["POST", "PUT", "PATCH", "DELETE", "APPLY"].iter().filter_map(|v| d.get(*v)).sum()
 }
 
+/// The name of the webhook configurations of the bench's operator, when BENCH_OPERATOR_ARGS turns them on.
+const WEBHOOKS: &str = "bulkhead-scale-bench";
+
 struct Proc {
     child: Child,
 }
@@ -270,6 +273,20 @@ impl Drop for Proc {
         let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.pid())]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // With the webhooks on (BENCH_OPERATOR_ARGS), a killed operator's
+        // configurations stay registered and fail closed: every later write
+        // to the cluster would be refused. Only the bench's own, by name.
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig())
+            .args([
+                "delete",
+                "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+                WEBHOOKS,
+                "--ignore-not-found",
+            ])
+            .stdout(Stdio::null())
+            .status();
     }
 }
 
@@ -311,6 +328,7 @@ fn start_operator(selector: &str, log: &std::path::Path, metrics_port: u16) -> P
         .args(std::env::var("BENCH_OPERATOR_ARGS").unwrap_or_default().split_whitespace())
         .env("KUBECONFIG", kubeconfig())
         .env("BULKHEAD_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+        .env("BULKHEAD_ADMISSION_NAME", WEBHOOKS)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"))

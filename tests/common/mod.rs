@@ -155,6 +155,7 @@ pub struct Operator {
     pub stderr: PathBuf,
     extra_env: Vec<(String, String)>,
     extra_args: Vec<String>,
+    binary: PathBuf,
 }
 
 /// Label that assigns a Tenant to one test's operator.
@@ -168,24 +169,44 @@ impl Operator {
 
     /// Starts the operator with extra environment (e.g. RUST_LOG).
     pub fn start_with(shard: &str, env: &[(&str, &str)]) -> Self {
-        let dir = if shard.is_empty() { "all".to_string() } else { shard.to_string() };
-        Self::launch(shard, &dir, env, &[])
+        Self::launch(shard, Self::dir_of(shard), env, &[])
+    }
+
+    fn dir_of(shard: &str) -> &str {
+        if shard.is_empty() { "all" } else { shard }
+    }
+
+    /// [`Operator::start_with`] for a benchmark: `BENCH_OPERATOR_BIN`, when
+    /// set, names the binary to measure (the static musl build the image
+    /// ships, or a profiler wrapping it); tests always run this build's own.
+    pub fn start_bench(shard: &str, env: &[(&str, &str)]) -> Self {
+        let mut op = Self::prepare(shard, Self::dir_of(shard), env, &[]);
+        if let Some(bin) = std::env::var_os("BENCH_OPERATOR_BIN") {
+            op.binary = bin.into();
+        }
+        op.spawn();
+        op
     }
 
     fn launch(shard: &str, dir: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut op = Self::prepare(shard, dir, env, args);
+        op.spawn();
+        op
+    }
+
+    fn prepare(shard: &str, dir: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
         ensure_cluster();
         let dir = std::env::temp_dir().join(format!("bulkhead-e2e-{dir}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut op = Self {
+        Self {
             child: None,
             shard: shard.to_string(),
             stdout: dir.join("security.jsonl"),
             stderr: dir.join("operator.log"),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             extra_args: args.iter().map(|a| a.to_string()).collect(),
-        };
-        op.spawn();
-        op
+            binary: env!("CARGO_BIN_EXE_bulkhead").into(),
+        }
     }
 
     /// Starts an operator for every Tenant in the cluster (for tests that
@@ -196,7 +217,7 @@ impl Operator {
 
     fn spawn(&mut self) {
         let append = |p: &PathBuf| std::fs::OpenOptions::new().create(true).append(true).open(p).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
+        let mut cmd = Command::new(&self.binary);
         cmd.arg("run");
         if !self.shard.is_empty() {
             cmd.arg("--tenant-selector").arg(format!("{SHARD_LABEL}={}", self.shard));
